@@ -1,0 +1,133 @@
+"""Metadata caches and the local cache directory.
+
+Attribute lookups are the hottest path of any S3 filesystem (``ls -l`` stats every
+entry), so positive and negative answers are kept for ``stat_cache_expire`` seconds in
+cachetools TTL caches. Local changes update the caches directly; only other hosts'
+changes wait for the TTL.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import tempfile
+import threading
+from dataclasses import dataclass
+
+from cachetools import TTLCache
+
+from .attrs import Entry
+from .paths import is_below
+
+
+@dataclass(frozen=True)
+class Hint:
+    """What a parent listing said about a name: saves HEADs that would 404."""
+
+    is_dir: bool
+
+
+class MetaCache:
+    """Thread-safe attribute cache, negative cache and listing hints, keyed by path."""
+
+    def __init__(self, ttl: float, maxsize: int) -> None:
+        self._lock = threading.Lock()
+        ttl = max(ttl, 0.000001)
+        self._entries: TTLCache = TTLCache(maxsize=maxsize, ttl=ttl)
+        self._missing: TTLCache = TTLCache(maxsize=maxsize, ttl=min(ttl, 5.0))
+        self._hints: TTLCache = TTLCache(maxsize=maxsize, ttl=ttl)
+
+    def get(self, path: str) -> Entry | None:
+        with self._lock:
+            return self._entries.get(path)
+
+    def put(self, path: str, entry: Entry) -> None:
+        with self._lock:
+            self._entries[path] = entry
+            self._missing.pop(path, None)
+
+    def is_missing(self, path: str) -> bool:
+        with self._lock:
+            return path in self._missing
+
+    def put_missing(self, path: str) -> None:
+        with self._lock:
+            self._entries.pop(path, None)
+            self._hints.pop(path, None)
+            self._missing[path] = True
+
+    def hint(self, path: str) -> Hint | None:
+        with self._lock:
+            return self._hints.get(path)
+
+    def put_hint(self, path: str, hint: Hint) -> None:
+        with self._lock:
+            self._hints[path] = hint
+            self._missing.pop(path, None)
+
+    def forget(self, path: str) -> None:
+        """Drop everything known about one path (its parent's listing may be stale too)."""
+        with self._lock:
+            for cache in (self._entries, self._missing, self._hints):
+                cache.pop(path, None)
+
+    def forget_tree(self, path: str) -> None:
+        """Drop a path and everything below it."""
+        with self._lock:
+            for cache in (self._entries, self._missing, self._hints):
+                for key in [k for k in list(cache.keys()) if k == path or is_below(k, path)]:
+                    cache.pop(key, None)
+
+
+class CacheDir:
+    """The local directory where file data is staged before upload.
+
+    It is private to the mounting user (0700) because it holds other users' file data
+    when ``allow_other`` is on. Each daemon stages in its own subdirectory, so two mounts
+    may share one cache directory. Files whose upload failed move to ``failed/`` so
+    nothing written is lost.
+    """
+
+    def __init__(self, root: str, bucket: str) -> None:
+        self.root = root
+        self.bucket_dir = os.path.join(root, bucket)
+        self.failed = os.path.join(self.bucket_dir, "failed")
+        self.staging = ""
+
+    def prepare(self) -> None:
+        """Create the directories; raises OSError with a clear errno when impossible."""
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        if not stat.S_ISDIR(os.stat(self.root).st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", self.root)
+        os.makedirs(self.bucket_dir, mode=0o700, exist_ok=True)
+        self.staging = tempfile.mkdtemp(dir=self.bucket_dir, prefix="staging-")
+
+    def new_file(self) -> str:
+        """A fresh, empty staging file only this daemon uses."""
+        fd, name = tempfile.mkstemp(dir=self.staging, prefix="f-")
+        os.close(fd)
+        return name
+
+    def keep(self, filename: str, key: str) -> str:
+        """Keep a staging file whose upload failed under a name that says what it is."""
+        os.makedirs(self.failed, mode=0o700, exist_ok=True)
+        safe = key.replace("/", "%2F")[:200]
+        target = os.path.join(self.failed, f"{safe}.{os.path.basename(filename)}")
+        try:
+            shutil.copyfile(filename, target)
+        except OSError:
+            return filename
+        return target
+
+    def remove(self, filename: str) -> None:
+        try:
+            os.unlink(filename)
+        except FileNotFoundError:
+            pass
+
+    def cleanup(self) -> None:
+        """Remove this daemon's staging directory at a clean exit."""
+        if self.staging:
+            shutil.rmtree(self.staging, ignore_errors=True)

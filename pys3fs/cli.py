@@ -1,0 +1,274 @@
+"""``pys3fs BUCKET[:/PREFIX] MOUNTPOINT [-o OPTIONS] [-f] [-d]``.
+
+Everything that can be wrong with a command line (options, mountpoint, credentials,
+endpoint, bucket, prefix, cache directory) is checked here, before the daemon
+detaches, and reported as one line on stderr with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import os
+import stat
+import sys
+import time
+
+import botocore.exceptions
+
+from . import __version__
+from .attrs import AttrPolicy, Entry
+from .cache import CacheDir, MetaCache
+from .credentials import CredentialsError, resolve_credentials
+from .daemon import DETACHED_ENV, StartError, notify_ready, spawn
+from .fs import S3Operations
+from .handles import FileTable, Owner
+from .namespace import Namespace
+from .options import MountOptions, OptionError, build_options
+from .paths import KeyMap
+from .s3client import Backend, ClientSettings, error_code, make_client
+
+log = logging.getLogger("pys3fs")
+
+USAGE = "pys3fs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]]... [-f] [-d]"
+
+
+class StartupError(Exception):
+    """A fatal problem found before mounting; the message is one line for stderr."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        raise OptionError(message)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = _Parser(
+        prog="pys3fs",
+        usage=USAGE,
+        description="Mount an S3 bucket (or a prefix of it) as a filesystem.",
+        epilog="Options: see README.md (all s3fs-fuse names: url, endpoint, passwd_file, ...).",
+    )
+    parser.add_argument("source", metavar="BUCKET[:/PREFIX]")
+    parser.add_argument("mountpoint", metavar="MOUNTPOINT")
+    parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPTS")
+    parser.add_argument("-f", dest="foreground", action="store_true", help="stay in foreground")
+    parser.add_argument("-d", dest="debug", action="store_true", help="debug log lines")
+    parser.add_argument("-s", dest="single", action="store_true", help="single-threaded")
+    parser.add_argument("--version", action="version", version=f"pys3fs {__version__}")
+    return parser.parse_args(argv)
+
+
+# -- checks --------------------------------------------------------------------------------
+def check_mountpoint(path: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise StartupError(f"mountpoint {path} does not exist") from None
+    except OSError as exc:
+        raise StartupError(f"mountpoint {path}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise StartupError(f"mountpoint {path} is not a directory")
+
+
+def client_settings(opts: MountOptions, quick: bool = False) -> ClientSettings:
+    try:
+        creds = resolve_credentials(
+            opts.bucket,
+            passwd_file=opts.passwd_file,
+            profile=opts.profile,
+            iam_role=opts.iam_role,
+            public_bucket=opts.public_bucket,
+        )
+    except CredentialsError as exc:
+        raise StartupError(str(exc)) from None
+    return ClientSettings(
+        bucket=opts.bucket,
+        endpoint_url=opts.url,
+        region=opts.region,
+        path_style=opts.use_path_request_style,
+        credentials=creds,
+        unsigned=opts.public_bucket,
+        profile=opts.profile if creds is None else None,
+        retries=1 if quick else opts.retries,
+        connect_timeout=min(opts.connect_timeout, 5.0) if quick else opts.connect_timeout,
+        read_timeout=min(opts.readwrite_timeout, 10.0) if quick else opts.readwrite_timeout,
+        max_pool=max(32, opts.max_thread_count * 4),
+        multipart_size=opts.multipart_size,
+        max_concurrency=opts.max_thread_count,
+        storage_class=opts.storage_class,
+    )
+
+
+def check_bucket(opts: MountOptions, settings: ClientSettings) -> None:
+    """One bounded ListObjectsV2 call proves endpoint, credentials, bucket and prefix."""
+    where = opts.url or "the S3 endpoint"
+    try:
+        client = make_client(settings)
+        resp = client.list_objects_v2(Bucket=opts.bucket, Prefix=opts.prefix, MaxKeys=1)
+    except (
+        botocore.exceptions.EndpointConnectionError,
+        botocore.exceptions.ConnectTimeoutError,
+        botocore.exceptions.ReadTimeoutError,
+    ):
+        raise StartupError(f"cannot reach {where}: no answer (check url= and the network)") from None
+    except botocore.exceptions.NoCredentialsError:
+        raise StartupError("no credentials found (iam_role given but no role available)") from None
+    except botocore.exceptions.ClientError as exc:
+        code = error_code(exc)
+        if code in ("NoSuchBucket", "404"):
+            raise StartupError(f"bucket {opts.bucket!r} not found at {where}") from None
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"):
+            raise StartupError(f"credentials rejected by {where} ({code})") from None
+        if code in ("AccessDenied", "403"):
+            raise StartupError(f"access denied to bucket {opts.bucket!r} ({code})") from None
+        raise StartupError(f"cannot use bucket {opts.bucket!r}: {code}") from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise StartupError(f"cannot reach {where}: {type(exc).__name__}") from None
+    if opts.prefix and not resp.get("Contents"):
+        raise StartupError(f"prefix /{opts.prefix.rstrip('/')} not found in bucket {opts.bucket!r}")
+
+
+def prepare_cache(opts: MountOptions) -> CacheDir:
+    cache = CacheDir(os.path.abspath(opts.resolved_cache_dir()), opts.bucket)
+    try:
+        cache.prepare()
+    except OSError as exc:
+        raise StartupError(f"cache directory {cache.root}: {exc.strerror or exc}") from None
+    return cache
+
+
+def startup_checks(opts: MountOptions) -> ClientSettings:
+    """All fail-fast checks; returns the client settings for the daemon."""
+    check_mountpoint(opts.mountpoint)
+    settings = client_settings(opts)
+    check_bucket(opts, client_settings(opts, quick=True))
+    return settings
+
+
+# -- running -------------------------------------------------------------------------------
+def setup_logging(opts: MountOptions, detached: bool) -> None:
+    level = logging.DEBUG if opts.debug else logging.INFO
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    log.setLevel(level)
+    for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    fmt = "%(asctime)s pys3fs[%(process)d] %(levelname)s %(name)s: %(message)s"
+    if opts.logfile:
+        handler: logging.Handler = logging.FileHandler(opts.logfile)
+    elif detached and os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+        fmt = "pys3fs[%(process)d]: %(levelname)s %(name)s: %(message)s"
+    elif detached:
+        handler = logging.NullHandler()
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    root.addHandler(handler)
+
+
+def fuse_options(opts: MountOptions) -> dict:
+    fuse = {
+        "fsname": opts.bucket,
+        "subtype": "pys3fs",
+        "big_writes": True,
+        "max_read": 131072,
+        "atomic_o_trunc": True,
+    }
+    fuse.update(opts.fuse_options)
+    if opts.allow_other:
+        fuse["allow_other"] = True
+        fuse["default_permissions"] = True
+    if opts.read_only:
+        fuse["ro"] = True
+    return fuse
+
+
+def build_operations(opts: MountOptions, settings: ClientSettings, cache: CacheDir) -> S3Operations:
+    """Wire the layers together: backend, caches, files, namespace, operations."""
+    backend = Backend(settings)
+    owner = Owner(uid=os.getuid(), gid=os.getgid())
+    meta = MetaCache(opts.stat_cache_expire, opts.max_stat_cache_size)
+    files = FileTable(backend, cache, owner, on_upload=meta.put)
+    keys = KeyMap(opts.prefix)
+    started = time.time_ns()
+    root_perm = 0o777 & ~opts.mp_umask if opts.mp_umask is not None else 0o755
+    root = Entry(
+        mode=stat.S_IFDIR | root_perm,
+        uid=opts.uid,
+        gid=opts.gid,
+        mtime_ns=started,
+        ctime_ns=started,
+        atime_ns=started,
+    )
+    namespace = Namespace(backend, keys, meta, files, owner, root, workers=opts.max_thread_count * 2)
+    policy = AttrPolicy(
+        uid=owner.uid,
+        gid=owner.gid,
+        uid_override=opts.uid,
+        gid_override=opts.gid,
+        umask=opts.umask,
+    )
+    return S3Operations(
+        namespace,
+        files,
+        policy,
+        keys,
+        read_only=opts.read_only,
+        on_ready=notify_ready,
+        on_exit=cache.cleanup,
+    )
+
+
+def run_foreground(opts: MountOptions, settings: ClientSettings) -> int:
+    from fuse import FUSE
+
+    detached = bool(os.environ.get(DETACHED_ENV))
+    cache = prepare_cache(opts)
+    setup_logging(opts, detached)
+    ops = build_operations(opts, settings, cache)
+    if detached:
+        os.chdir("/")
+    log.info("mounting %s on %s", opts.bucket, opts.mountpoint)
+    try:
+        FUSE(
+            ops,
+            opts.mountpoint,
+            foreground=True,
+            nothreads=opts.single_thread,
+            debug=False,
+            **fuse_options(opts),
+        )
+    except RuntimeError as exc:
+        print(f"pys3fs: mount of {opts.mountpoint} failed ({exc})", file=sys.stderr)
+        return 1
+    finally:
+        cache.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parse_args(argv)
+        opts = build_options(
+            args.source, args.mountpoint, args.options, args.foreground, args.debug, args.single
+        )
+        settings = startup_checks(opts)
+        prepare_cache(opts)
+    except OptionError as exc:
+        print(f"pys3fs: {exc}", file=sys.stderr)
+        return 2
+    except StartupError as exc:
+        print(f"pys3fs: {exc}", file=sys.stderr)
+        return 1
+    if opts.foreground:
+        return run_foreground(opts, settings)
+    try:
+        spawn(argv, timeout=max(30.0, opts.connect_timeout * 3))
+    except StartError as exc:
+        print(f"pys3fs: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,227 @@
+"""The fusepy Operations class: a thin layer from POSIX calls to the namespace and files.
+
+Every call passes through :meth:`S3Operations.__call__`, which turns any exception into
+a ``FuseOSError`` with a real errno: fusepy takes the whole mount down on anything else.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+
+from fuse import FuseOSError, Operations, fuse_get_context
+
+from .attrs import AttrPolicy
+from .handles import FileTable, is_writable
+from .namespace import Namespace
+from .paths import KeyMap, parent
+from .s3client import errno_for
+
+log = logging.getLogger("pys3fs.fs")
+
+READ_ONLY_OPS = {
+    "getattr",
+    "readdir",
+    "open",
+    "read",
+    "readlink",
+    "statfs",
+    "flush",
+    "release",
+    "fsync",
+    "opendir",
+    "releasedir",
+    "access",
+    "init",
+    "destroy",
+    "getxattr",
+    "listxattr",
+}
+
+
+class S3Operations(Operations):
+    """POSIX operations on one mounted bucket prefix."""
+
+    use_ns = True
+
+    def __init__(
+        self,
+        namespace: Namespace,
+        files: FileTable,
+        policy: AttrPolicy,
+        keys: KeyMap,
+        read_only: bool = False,
+        on_ready=None,
+        on_exit=None,
+    ) -> None:
+        self.ns = namespace
+        self.files = files
+        self.policy = policy
+        self.keys = keys
+        self.read_only = read_only
+        self.on_ready = on_ready
+        self.on_exit = on_exit
+
+    def __call__(self, op: str, *args):
+        if self.read_only and op not in READ_ONLY_OPS:
+            raise FuseOSError(errno.EROFS)
+        try:
+            return getattr(self, op)(*args)
+        except FuseOSError:
+            raise
+        except OSError as exc:
+            if exc.errno:
+                raise FuseOSError(exc.errno) from exc
+            log.exception("%s%r failed", op, args[:1])
+            raise FuseOSError(errno.EIO) from exc
+        except Exception as exc:
+            code = errno_for(exc)
+            if code == errno.EIO:
+                log.error("%s %s failed: %s", op, args[:1], exc, exc_info=log.isEnabledFor(10))
+            raise FuseOSError(code) from exc
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def init(self, path):
+        if self.on_ready:
+            self.on_ready()
+
+    def destroy(self, path):
+        self.files.flush_all()
+        if self.on_exit:
+            self.on_exit()
+
+    # -- attributes ----------------------------------------------------------------------
+    def getattr(self, path, fh=None):
+        return self.policy.stat(self.ns.lookup(path))
+
+    def chmod(self, path, mode):
+        entry = self.ns.lookup(path)
+        self.ns.set_attrs(path, mode=stat.S_IFMT(entry.mode) | stat.S_IMODE(mode), ctime_ns=now())
+
+    def chown(self, path, uid, gid):
+        changes = {"ctime_ns": now()}
+        if uid != -1:
+            changes["uid"] = uid
+        if gid != -1:
+            changes["gid"] = gid
+        self.ns.set_attrs(path, **changes)
+
+    def utimens(self, path, times=None):
+        if times is None:
+            t = now()
+            times = (t, t)
+        self.ns.set_attrs(path, atime_ns=times[0], mtime_ns=times[1], ctime_ns=now())
+
+    def statfs(self, path):
+        blocks = 1 << 40
+        return {
+            "f_bsize": 4096,
+            "f_frsize": 4096,
+            "f_blocks": blocks,
+            "f_bfree": blocks,
+            "f_bavail": blocks,
+            "f_files": 1 << 30,
+            "f_ffree": 1 << 30,
+            "f_favail": 1 << 30,
+            "f_namemax": 255,
+        }
+
+    # -- directories ---------------------------------------------------------------------
+    def readdir(self, path, fh):
+        return [".", "..", *self.ns.list_names(path)]
+
+    def mkdir(self, path, mode):
+        uid, gid, _ = fuse_get_context()
+        self.ns.mkdir(path, mode, uid, gid)
+
+    def rmdir(self, path):
+        self.ns.rmdir(path)
+
+    def rename(self, old, new):
+        self.ns.rename(old, new)
+
+    def unlink(self, path):
+        self.ns.unlink(path)
+
+    def symlink(self, target, source):
+        uid, gid, _ = fuse_get_context()
+        body = source.encode("utf-8", "surrogateescape")
+        self.ns.put_special(target, stat.S_IFLNK | 0o777, uid, gid, body)
+
+    def readlink(self, path):
+        return self.ns.readlink(path)
+
+    def mknod(self, path, mode, dev):
+        uid, gid, _ = fuse_get_context()
+        kind = stat.S_IFMT(mode)
+        if kind in (stat.S_IFIFO, stat.S_IFSOCK):
+            self.ns.put_special(path, mode, uid, gid)
+        elif kind in (stat.S_IFREG, 0):
+            fh = self.create(path, stat.S_IFREG | stat.S_IMODE(mode))
+            self.release(path, fh)
+        else:
+            raise FuseOSError(errno.EPERM)
+
+    def link(self, target, source):
+        raise FuseOSError(errno.ENOTSUP)
+
+    # -- files ---------------------------------------------------------------------------
+    def create(self, path, mode, fi=None):
+        uid, gid, _ = fuse_get_context()
+        self.ns.check_new(path)
+        entry = self.ns.new_entry(stat.S_IFREG | stat.S_IMODE(mode), uid, gid)
+        self.ns.cache.forget(path)
+        return self.files.open(path, self.keys.key(path), entry, os.O_RDWR, exists_remote=False)
+
+    def open(self, path, flags):
+        entry = self.ns.lookup(path)
+        if entry.is_dir:
+            raise FuseOSError(errno.EISDIR)
+        if not stat.S_ISREG(entry.mode) and is_writable(flags):
+            raise FuseOSError(errno.EPERM)
+        return self.files.open(path, self.keys.key(path), entry, flags, exists_remote=True)
+
+    def read(self, path, size, offset, fh):
+        of, _ = self.files.get(fh)
+        return of.read(self.files.backend, offset, size)
+
+    def write(self, path, data, offset, fh):
+        of, flags = self.files.get(fh)
+        return of.write(self.files.backend, self.files.cache, data, offset, bool(flags & os.O_APPEND))
+
+    def truncate(self, path, length, fh=None):
+        if fh is not None:
+            of, _ = self.files.get(fh)
+            of.truncate(self.files.backend, self.files.cache, length)
+            return
+        entry = self.ns.lookup(path)
+        if entry.is_dir:
+            raise FuseOSError(errno.EISDIR)
+        fh = self.files.open(path, self.keys.key(path), entry, os.O_RDWR, exists_remote=True)
+        try:
+            of, _ = self.files.get(fh)
+            of.truncate(self.files.backend, self.files.cache, length)
+            if of.refs == 1:
+                self.files.flush(fh)
+        finally:
+            self.files.release(fh)
+
+    def flush(self, path, fh):
+        self.files.flush(fh)
+
+    def fsync(self, path, datasync, fh):
+        self.files.flush(fh)
+
+    def release(self, path, fh):
+        self.files.release(fh)
+
+    def parent_of(self, path: str) -> str:
+        return parent(path)
+
+
+def now() -> int:
+    from .attrs import now_ns
+
+    return now_ns()

@@ -1,0 +1,265 @@
+"""The directory tree: lookups, listings and operations on names.
+
+Directories are key prefixes, with or without a ``dir/`` marker object. A lookup
+asks S3 the cheapest question first (the parent's listing says whether a name is a
+file or a directory), and only a 404 ever means "not found".
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import stat
+from concurrent.futures import ThreadPoolExecutor
+
+from fuse import FuseOSError
+
+from .attrs import Entry, encode_entry, entry_from_object, implicit_dir, now_ns
+from .cache import Hint, MetaCache
+from .handles import FileTable, Owner
+from .paths import KeyMap, is_below, join, parent, valid_name
+from .s3client import Backend, ObjectInfo
+
+log = logging.getLogger("pys3fs.namespace")
+
+DIR_CONTENT_TYPE = "application/x-directory"
+
+
+class Namespace:
+    """Name operations on one bucket prefix; thread-safe through its caches."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        keys: KeyMap,
+        cache: MetaCache,
+        files: FileTable,
+        owner: Owner,
+        root_entry: Entry,
+        workers: int = 16,
+    ) -> None:
+        self.backend = backend
+        self.keys = keys
+        self.cache = cache
+        self.files = files
+        self.owner = owner
+        self.root_entry = root_entry
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pys3fs-ns")
+
+    # -- lookups -------------------------------------------------------------------------
+    def lookup(self, path: str) -> Entry:
+        """Attributes of ``path`` or ENOENT; open files answer from their local state."""
+        if path == "/":
+            return self.root_entry
+        of = self.files.lookup(path)
+        if of is not None:
+            return of.entry.copy(size=of.size())
+        entry = self.cache.get(path)
+        if entry is not None:
+            return entry
+        if self.cache.is_missing(path):
+            raise FuseOSError(errno.ENOENT)
+        entry = self._fetch(path)
+        if entry is None:
+            self.cache.put_missing(path)
+            raise FuseOSError(errno.ENOENT)
+        self.cache.put(path, entry)
+        return entry
+
+    def _fetch(self, path: str) -> Entry | None:
+        """Ask S3: the object ``key``, then the marker ``key/``, then any key below."""
+        hint = self.cache.hint(path)
+        if hint is None or not hint.is_dir:
+            info = self.backend.head(self.keys.key(path))
+            if info is not None:
+                return entry_from_object(info)
+        prefix = self.keys.dir_prefix(path)
+        marker = self.backend.head(prefix)
+        if marker is not None:
+            return entry_from_object(marker, as_dir=True)
+        if hint is not None and hint.is_dir:
+            return implicit_dir(self.root_entry.mtime_ns)
+        if self.backend.first_keys(prefix, 1):
+            return implicit_dir(self.root_entry.mtime_ns)
+        return None
+
+    def exists(self, path: str) -> Entry | None:
+        try:
+            return self.lookup(path)
+        except FuseOSError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+
+    def require_dir(self, path: str) -> Entry:
+        entry = self.lookup(path)
+        if not entry.is_dir:
+            raise FuseOSError(errno.ENOTDIR)
+        return entry
+
+    # -- listings ------------------------------------------------------------------------
+    def list_names(self, path: str) -> list[str]:
+        """Every valid name in a directory, reading every listing page."""
+        self.require_dir(path)
+        prefix = self.keys.dir_prefix(path)
+        dirs: set[str] = set()
+        files: dict[str, ObjectInfo] = {}
+        for page in self.backend.list_pages(prefix):
+            for sub in page.prefixes:
+                name = sub[len(prefix) : -1]
+                if valid_name(name):
+                    dirs.add(name)
+            for obj in page.objects:
+                name = obj.key[len(prefix) :]
+                if obj.key != prefix and valid_name(name):
+                    files[name] = obj
+        for name in dirs:
+            self.cache.put_hint(join(path, name), Hint(is_dir=True))
+        for name in files.keys() - dirs:
+            self.cache.put_hint(join(path, name), Hint(is_dir=False))
+        names = dirs | files.keys() | self.files.local_names(path).keys()
+        return sorted(names)
+
+    def is_empty(self, path: str) -> bool:
+        prefix = self.keys.dir_prefix(path)
+        if any(k != prefix for k in self.backend.first_keys(prefix, 2)):
+            return False
+        return not self.files.open_below(path)
+
+    # -- creating names ------------------------------------------------------------------
+    def new_entry(self, mode: int, uid: int, gid: int) -> Entry:
+        t = now_ns()
+        return Entry(mode=mode, uid=uid, gid=gid, mtime_ns=t, ctime_ns=t, atime_ns=t)
+
+    def check_new(self, path: str) -> None:
+        """EEXIST if taken, ENOENT/ENOTDIR if the parent is not a directory."""
+        self.require_dir(parent(path))
+        if self.exists(path) is not None:
+            raise FuseOSError(errno.EEXIST)
+
+    def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None:
+        self.check_new(path)
+        entry = self.new_entry(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid)
+        self._put_marker(path, entry)
+
+    def _put_marker(self, path: str, entry: Entry) -> None:
+        meta = encode_entry(entry, self.owner.uid, self.owner.gid)
+        self.backend.put(self.keys.dir_prefix(path), b"", meta, DIR_CONTENT_TYPE)
+        self.cache.put(path, entry.copy(marker=True, content_type=DIR_CONTENT_TYPE))
+
+    def put_special(self, path: str, mode: int, uid: int, gid: int, body: bytes = b"") -> Entry:
+        """A symlink, FIFO or socket: one object whose mode carries the type."""
+        self.check_new(path)
+        entry = self.new_entry(mode, uid, gid).copy(size=len(body))
+        meta = encode_entry(entry, self.owner.uid, self.owner.gid)
+        self.backend.put(self.keys.key(path), body, meta, "application/octet-stream")
+        self.cache.put(path, entry.copy(content_type="application/octet-stream"))
+        return entry
+
+    def readlink(self, path: str) -> str:
+        entry = self.lookup(path)
+        if not entry.is_link:
+            raise FuseOSError(errno.EINVAL)
+        if entry.symlink_target is None:
+            target = self.backend.get(self.keys.key(path)).decode("utf-8", "surrogateescape")
+            self.cache.put(path, entry.copy(symlink_target=target))
+            return target
+        return entry.symlink_target
+
+    # -- removing names ------------------------------------------------------------------
+    def unlink(self, path: str) -> None:
+        entry = self.lookup(path)
+        if entry.is_dir:
+            raise FuseOSError(errno.EISDIR)
+        of = self.files.lookup(path)
+        if of is None or of.exists_remote:
+            self.backend.delete(self.keys.key(path))
+        self.files.unlinked(path)
+        self.cache.put_missing(path)
+
+    def rmdir(self, path: str) -> None:
+        if path == "/":
+            raise FuseOSError(errno.EBUSY)
+        entry = self.require_dir(path)
+        if not self.is_empty(path):
+            raise FuseOSError(errno.ENOTEMPTY)
+        if entry.marker or self.backend.head(self.keys.dir_prefix(path)) is not None:
+            self.backend.delete(self.keys.dir_prefix(path))
+        self.cache.put_missing(path)
+
+    # -- attributes ----------------------------------------------------------------------
+    def set_attrs(self, path: str, **changes) -> None:
+        """chmod/chown/utimens: rewrite the metadata with a server-side copy."""
+        if path == "/":
+            raise FuseOSError(errno.EPERM)
+        of = self.files.lookup(path)
+        if of is not None and (of.dirty or not of.exists_remote):
+            with of.lock:
+                of.entry = of.entry.copy(**changes)
+                of.dirty = True
+            return
+        entry = self.lookup(path).copy(**changes)
+        meta = encode_entry(entry, self.owner.uid, self.owner.gid)
+        if entry.is_dir:
+            self._put_marker(path, entry)
+            return
+        key = self.keys.key(path)
+        ctype = entry.content_type or "application/octet-stream"
+        self.backend.copy(key, key, metadata=meta, content_type=ctype)
+        self.cache.put(path, entry.copy(etag=None))
+        if of is not None:
+            with of.lock:
+                of.entry = of.entry.copy(**changes)
+
+    # -- rename --------------------------------------------------------------------------
+    def rename(self, old: str, new: str) -> None:
+        if old == "/" or new == "/" or is_below(new, old):
+            raise FuseOSError(errno.EINVAL)
+        src = self.lookup(old)
+        self.require_dir(parent(new))
+        dst = self.exists(new)
+        if dst is not None:
+            if src.is_dir and not dst.is_dir:
+                raise FuseOSError(errno.ENOTDIR)
+            if dst.is_dir and not src.is_dir:
+                raise FuseOSError(errno.EISDIR)
+            if dst.is_dir and not self.is_empty(new):
+                raise FuseOSError(errno.ENOTEMPTY)
+        if src.is_dir:
+            self._rename_dir(old, new, dst)
+        else:
+            self._rename_file(old, new, src, dst)
+
+    def _rename_file(self, old: str, new: str, src: Entry, dst: Entry | None) -> None:
+        of = self.files.lookup(old)
+        if of is not None:
+            of.flush(self.backend, self.files.cache, self.owner)
+        if dst is not None and dst.is_dir:
+            self.rmdir(new)
+        old_key, new_key = self.keys.key(old), self.keys.key(new)
+        self.backend.copy(old_key, new_key)
+        self.backend.delete(old_key)
+        self.files.unlinked(new)
+        self.files.renamed(old, new, new_key)
+        self.cache.put_missing(old)
+        self.cache.put(new, src.copy(ctime_ns=now_ns()) if of is None else src)
+
+    def _rename_dir(self, old: str, new: str, dst: Entry | None) -> None:
+        for of in self.files.open_below(old):
+            of.flush(self.backend, self.files.cache, self.owner)
+        if dst is not None:
+            self.rmdir(new)
+        old_prefix, new_prefix = self.keys.dir_prefix(old), self.keys.dir_prefix(new)
+        keys = self.backend.all_keys(old_prefix)
+        copies = [
+            self.pool.submit(self.backend.copy, k, new_prefix + k[len(old_prefix) :]) for k in keys
+        ]
+        for future in copies:
+            future.result()
+        self.backend.delete_many(keys)
+        for of in self.files.open_below(old):
+            rel = of.path[len(old) :]
+            self.files.renamed(of.path, new + rel, self.keys.key(new + rel))
+        self.cache.forget_tree(old)
+        self.cache.forget_tree(new)
+        self.cache.put_missing(old)

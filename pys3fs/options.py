@@ -1,0 +1,309 @@
+"""Command-line and ``-o`` option parsing.
+
+Option names follow s3fs-fuse wherever s3fs-fuse has one, so an existing fstab line
+keeps working when ``s3fs`` is swapped for ``pys3fs``. Unknown or malformed options
+are rejected before the daemon starts, with one line naming the culprit.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+from .paths import normalize_prefix
+
+
+class OptionError(ValueError):
+    """A bad command line; the message is one line meant for stderr."""
+
+
+# mount(8) words that only matter to mount(8) itself.
+MOUNT_WORDS = {"_netdev", "auto", "noauto", "user", "nouser", "users", "nofail", "defaults"}
+
+# Generic FUSE / kernel options handed to libfuse unchanged.
+FUSE_FLAGS = {
+    "allow_root",
+    "default_permissions",
+    "nosuid",
+    "suid",
+    "nodev",
+    "dev",
+    "noexec",
+    "exec",
+    "noatime",
+    "atime",
+    "relatime",
+    "norelatime",
+    "nodiratime",
+    "diratime",
+    "sync",
+    "async",
+    "dirsync",
+    "rw",
+    "nonempty",
+    "auto_unmount",
+    "kernel_cache",
+    "auto_cache",
+    "direct_io",
+    "big_writes",
+    "large_read",
+    "async_read",
+    "sync_read",
+    "hard_remove",
+    "use_ino",
+    "readdir_ino",
+    "splice_read",
+    "splice_write",
+    "splice_move",
+    "no_remote_lock",
+}
+FUSE_VALUED = {
+    "max_read",
+    "max_write",
+    "max_readahead",
+    "max_background",
+    "entry_timeout",
+    "negative_timeout",
+    "attr_timeout",
+    "ac_attr_timeout",
+    "fsname",
+    "subtype",
+    "blkdev",
+    "blksize",
+    "context",
+    "fscontext",
+    "defcontext",
+    "rootcontext",
+}
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class MountOptions:
+    """Everything one mount needs, parsed and validated."""
+
+    bucket: str
+    mountpoint: str
+    prefix: str = ""
+    url: str | None = None
+    region: str | None = None
+    use_path_request_style: bool = False
+    passwd_file: str | None = None
+    profile: str | None = None
+    iam_role: str | None = None
+    public_bucket: bool = False
+    uid: int | None = None
+    gid: int | None = None
+    umask: int | None = None
+    mp_umask: int | None = None
+    allow_other: bool = False
+    read_only: bool = False
+    cache_dir: str | None = None
+    storage_class: str | None = None
+    stat_cache_expire: float = 60.0
+    max_stat_cache_size: int = 100_000
+    multipart_size: int = 16 * MiB
+    max_thread_count: int = 8
+    retries: int = 5
+    connect_timeout: float = 10.0
+    readwrite_timeout: float = 60.0
+    logfile: str | None = None
+    foreground: bool = False
+    debug: bool = False
+    single_thread: bool = False
+    fuse_options: dict[str, str | bool] = field(default_factory=dict)
+
+    @property
+    def endpoint_url(self) -> str | None:
+        return self.url
+
+    def resolved_cache_dir(self) -> str:
+        """``use_cache=DIR`` or a private per-user directory under the temp dir."""
+        if self.cache_dir:
+            return self.cache_dir
+        return os.path.join(tempfile.gettempdir(), f"pys3fs-{os.getuid()}")
+
+
+def parse_source(source: str) -> tuple[str, str]:
+    """Split ``BUCKET[:/PREFIX]`` (also ``pys3fs#BUCKET`` left over from fstab)."""
+    if "#" in source:
+        source = source.split("#", 1)[1]
+    bucket, _, prefix = source.partition(":")
+    if not bucket or "/" in bucket:
+        raise OptionError(f"invalid bucket name {bucket!r}: expected BUCKET or BUCKET:/PREFIX")
+    return bucket, normalize_prefix(prefix)
+
+
+def split_options(values: list[str]) -> list[tuple[str, str | None]]:
+    """Split repeated ``-o a,b=c`` values into (name, value) pairs."""
+    pairs: list[tuple[str, str | None]] = []
+    for value in values:
+        for item in value.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            name, eq, val = item.partition("=")
+            pairs.append((name.strip(), val if eq else None))
+    return pairs
+
+
+def _int(name: str, value: str | None, base: int = 10, minimum: int = 0) -> int:
+    if value is None or value.strip() == "":
+        raise OptionError(f"option {name} needs a value")
+    try:
+        number = int(value, base)
+    except ValueError:
+        raise OptionError(f"option {name}: invalid number {value!r}") from None
+    if number < minimum:
+        raise OptionError(f"option {name}: must be at least {minimum}")
+    return number
+
+
+def _float(name: str, value: str | None) -> float:
+    try:
+        number = float(value or "")
+    except ValueError:
+        raise OptionError(f"option {name}: invalid number {value!r}") from None
+    if number < 0:
+        raise OptionError(f"option {name}: must not be negative")
+    return number
+
+
+def _text(name: str, value: str | None) -> str:
+    if not value:
+        raise OptionError(f"option {name} needs a value")
+    return value
+
+
+def _flag(name: str, value: str | None) -> bool:
+    if value is None or value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise OptionError(f"option {name}: expected no value, 1 or 0, got {value!r}")
+
+
+def apply_option(opts: MountOptions, name: str, value: str | None) -> None:
+    """Set one ``-o`` option on ``opts``; raise OptionError for anything unknown."""
+    handler = _HANDLERS.get(name)
+    if handler is not None:
+        handler(opts, name, value)
+    elif name in MOUNT_WORDS or name.startswith("x-") or name == "comment":
+        return
+    elif name in FUSE_FLAGS:
+        if value is not None:
+            raise OptionError(f"option {name} takes no value")
+        opts.fuse_options[name] = True
+    elif name in FUSE_VALUED:
+        opts.fuse_options[name] = _text(name, value)
+    else:
+        raise OptionError(f"unknown option {name!r} (see pys3fs --help)")
+
+
+def _set(attr: str, convert):
+    def handler(opts: MountOptions, name: str, value: str | None) -> None:
+        setattr(opts, attr, convert(name, value))
+
+    return handler
+
+
+def _set_url(opts: MountOptions, name: str, value: str | None) -> None:
+    url = _text(name, value).rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise OptionError(f"option url: expected http://HOST[:PORT] or https://..., got {url!r}")
+    opts.url = url
+
+
+def _set_storage_class(opts: MountOptions, name: str, value: str | None) -> None:
+    allowed = {
+        "STANDARD",
+        "STANDARD_IA",
+        "ONEZONE_IA",
+        "REDUCED_REDUNDANCY",
+        "INTELLIGENT_TIERING",
+        "GLACIER",
+        "GLACIER_IR",
+        "DEEP_ARCHIVE",
+    }
+    cls = _text(name, value).upper()
+    if cls not in allowed:
+        raise OptionError(f"option storage_class: unknown class {value!r}")
+    opts.storage_class = cls
+
+
+def _set_rrs(opts: MountOptions, name: str, value: str | None) -> None:
+    if _flag(name, value):
+        opts.storage_class = "REDUCED_REDUNDANCY"
+
+
+def _set_multipart(opts: MountOptions, name: str, value: str | None) -> None:
+    size = _int(name, value, minimum=5)
+    if size > 5 * 1024:
+        raise OptionError("option multipart_size: at most 5120 (MiB)")
+    opts.multipart_size = size * MiB
+
+
+def _set_iam(opts: MountOptions, name: str, value: str | None) -> None:
+    opts.iam_role = value or "auto"
+
+
+def _set_ro(opts: MountOptions, name: str, value: str | None) -> None:
+    opts.read_only = _flag(name, value)
+
+
+_HANDLERS = {
+    "url": _set_url,
+    "endpoint": _set("region", _text),
+    "region": _set("region", _text),
+    "use_path_request_style": _set("use_path_request_style", _flag),
+    "passwd_file": _set("passwd_file", _text),
+    "profile": _set("profile", _text),
+    "iam_role": _set_iam,
+    "public_bucket": _set("public_bucket", _flag),
+    "uid": _set("uid", _int),
+    "gid": _set("gid", _int),
+    "umask": _set("umask", lambda n, v: _int(n, v, base=8)),
+    "mp_umask": _set("mp_umask", lambda n, v: _int(n, v, base=8)),
+    "allow_other": _set("allow_other", _flag),
+    "ro": _set_ro,
+    "use_cache": _set("cache_dir", _text),
+    "storage_class": _set_storage_class,
+    "use_rrs": _set_rrs,
+    "stat_cache_expire": _set("stat_cache_expire", _float),
+    "max_stat_cache_size": _set("max_stat_cache_size", lambda n, v: _int(n, v, minimum=1)),
+    "multipart_size": _set_multipart,
+    "max_thread_count": _set("max_thread_count", lambda n, v: _int(n, v, minimum=1)),
+    "parallel_count": _set("max_thread_count", lambda n, v: _int(n, v, minimum=1)),
+    "retries": _set("retries", lambda n, v: _int(n, v, minimum=0)),
+    "connect_timeout": _set("connect_timeout", _float),
+    "readwrite_timeout": _set("readwrite_timeout", _float),
+    "logfile": _set("logfile", _text),
+    "dbglevel": lambda opts, n, v: setattr(opts, "debug", (v or "").lower() in ("debug", "dbg")),
+}
+
+KNOWN_OPTIONS = sorted(_HANDLERS)
+
+
+def build_options(
+    source: str,
+    mountpoint: str,
+    option_values: list[str],
+    foreground: bool = False,
+    debug: bool = False,
+    single_thread: bool = False,
+) -> MountOptions:
+    """Validate everything the command line says; the first problem raises OptionError."""
+    bucket, prefix = parse_source(source)
+    opts = MountOptions(
+        bucket=bucket,
+        prefix=prefix,
+        mountpoint=os.path.abspath(mountpoint),
+        foreground=foreground,
+        debug=debug,
+        single_thread=single_thread,
+    )
+    for name, value in split_options(option_values):
+        apply_option(opts, name, value)
+    return opts

@@ -1,0 +1,281 @@
+"""The S3 client layer: every request pys3fs makes goes through :class:`Backend`.
+
+It hides boto3's shapes behind a few verbs (head, list, get, put, copy, delete), turns
+S3 errors into errnos in one place, and hands large transfers to s3transfer so parallel
+multipart uploads and copies need no thread code here.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import boto3
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+from botocore import UNSIGNED
+from botocore.config import Config
+from fuse import FuseOSError
+
+from .credentials import Credentials
+
+log = logging.getLogger("pys3fs.s3")
+
+NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+DENIED_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+
+
+@dataclass
+class ObjectInfo:
+    """What a HEAD (or a listing, with empty metadata) says about one object."""
+
+    key: str
+    size: int
+    etag: str | None
+    last_modified: datetime | None
+    metadata: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+
+    @property
+    def mtime_ns(self) -> int:
+        if self.last_modified is None:
+            return 0
+        return int(self.last_modified.timestamp() * 1_000_000_000)
+
+
+@dataclass
+class ListPage:
+    """One ListObjectsV2 page: sub-prefixes and objects directly below a prefix."""
+
+    prefixes: list[str]
+    objects: list[ObjectInfo]
+
+
+@dataclass
+class ClientSettings:
+    """Connection settings taken from the mount options."""
+
+    bucket: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    path_style: bool = False
+    credentials: Credentials | None = None
+    unsigned: bool = False
+    profile: str | None = None
+    retries: int = 5
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_pool: int = 32
+    multipart_size: int = 16 * 1024 * 1024
+    max_concurrency: int = 8
+    storage_class: str | None = None
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a ClientError ('' for anything else)."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {})
+        return str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+    return ""
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """Only a real 404 means "not found": 5xx, resets and timeouts never do."""
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status == 404 or error_code(exc) in NOT_FOUND_CODES
+
+
+def errno_for(exc: BaseException) -> int:
+    """Map an exception from boto3 to the errno a POSIX caller should see."""
+    if is_not_found(exc):
+        return errno.ENOENT
+    if error_code(exc) in DENIED_CODES:
+        return errno.EACCES
+    if error_code(exc) in ("EntityTooLarge",):
+        return errno.EFBIG
+    return errno.EIO
+
+
+def fuse_error(exc: BaseException) -> FuseOSError:
+    return FuseOSError(errno_for(exc))
+
+
+def make_client(settings: ClientSettings):
+    """A thread-safe boto3 S3 client built from the mount settings."""
+    config = Config(
+        retries={"max_attempts": settings.retries + 1, "mode": "standard"},
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        max_pool_connections=settings.max_pool,
+        s3={"addressing_style": "path" if settings.path_style else "auto"},
+        signature_version=UNSIGNED if settings.unsigned else None,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    kwargs = {}
+    if settings.credentials is not None:
+        kwargs = {
+            "aws_access_key_id": settings.credentials.access_key,
+            "aws_secret_access_key": settings.credentials.secret_key,
+            "aws_session_token": settings.credentials.session_token,
+        }
+    session = boto3.session.Session(
+        profile_name=settings.profile if settings.credentials is None else None
+    )
+    return session.client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        region_name=settings.region or "us-east-1",
+        config=config,
+        **kwargs,
+    )
+
+
+class Backend:
+    """Object operations on one bucket; all methods are safe to call from many threads."""
+
+    def __init__(self, settings: ClientSettings, client=None) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        self.client = client or make_client(settings)
+        self.transfer_config = TransferConfig(
+            multipart_threshold=settings.multipart_size,
+            multipart_chunksize=settings.multipart_size,
+            max_concurrency=settings.max_concurrency,
+            use_threads=True,
+        )
+
+    # -- reads ---------------------------------------------------------------------------
+    def head(self, key: str) -> ObjectInfo | None:
+        """HEAD one key; None only for a 404, any other failure raises."""
+        try:
+            resp = self.client.head_object(Bucket=self.bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        return ObjectInfo(
+            key=key,
+            size=resp.get("ContentLength", 0),
+            etag=resp.get("ETag"),
+            last_modified=resp.get("LastModified"),
+            metadata=dict(resp.get("Metadata") or {}),
+            content_type=resp.get("ContentType"),
+        )
+
+    def list_pages(self, prefix: str, delimiter: str | None = "/") -> Iterator[ListPage]:
+        """Every ListObjectsV2 page below ``prefix`` (a directory of 100k keys lists whole)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        kwargs = {"Bucket": self.bucket, "Prefix": prefix}
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
+        for page in paginator.paginate(**kwargs):
+            yield ListPage(
+                prefixes=[p["Prefix"] for p in page.get("CommonPrefixes", [])],
+                objects=[
+                    ObjectInfo(
+                        key=o["Key"],
+                        size=o.get("Size", 0),
+                        etag=o.get("ETag"),
+                        last_modified=o.get("LastModified"),
+                    )
+                    for o in page.get("Contents", [])
+                ],
+            )
+
+    def first_keys(self, prefix: str, count: int = 2) -> list[str]:
+        """Up to ``count`` keys below ``prefix``: enough to tell empty from not empty."""
+        resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=count)
+        return [o["Key"] for o in resp.get("Contents", [])]
+
+    def all_keys(self, prefix: str) -> list[str]:
+        """Every key below ``prefix``, recursively."""
+        keys: list[str] = []
+        for page in self.list_pages(prefix, delimiter=None):
+            keys.extend(o.key for o in page.objects)
+        return keys
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Bytes ``[start, start+length)`` of an object (fewer at its end)."""
+        if length <= 0:
+            return b""
+        resp = self.client.get_object(
+            Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
+        )
+        return resp["Body"].read()
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def download(self, key: str, filename: str) -> None:
+        """Whole object to a local file, in parallel ranged parts for big objects."""
+        self.client.download_file(self.bucket, key, filename, Config=self.transfer_config)
+
+    # -- writes --------------------------------------------------------------------------
+    def _extra(self, metadata: dict[str, str], content_type: str) -> dict:
+        extra = {"Metadata": metadata, "ContentType": content_type}
+        if self.settings.storage_class:
+            extra["StorageClass"] = self.settings.storage_class
+        return extra
+
+    def put(self, key: str, body: bytes, metadata: dict[str, str], content_type: str) -> None:
+        self.client.put_object(
+            Bucket=self.bucket, Key=key, Body=body, **self._extra(metadata, content_type)
+        )
+
+    def upload(self, filename: str, key: str, metadata: dict[str, str], content_type: str) -> None:
+        """Upload a staged file; s3transfer switches to parallel multipart for big ones."""
+        self.client.upload_file(
+            filename,
+            self.bucket,
+            key,
+            ExtraArgs=self._extra(metadata, content_type),
+            Config=self.transfer_config,
+        )
+
+    def copy(
+        self,
+        src: str,
+        dst: str,
+        metadata: dict[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        """Server-side copy; with ``metadata`` the copy's metadata is replaced.
+
+        s3transfer turns copies of objects over the multipart threshold (and over
+        5 GiB, where CopyObject stops working) into parallel UploadPartCopy calls.
+        """
+        extra: dict = {}
+        if metadata is not None:
+            extra = self._extra(metadata, content_type or "application/octet-stream")
+            extra["MetadataDirective"] = "REPLACE"
+        elif self.settings.storage_class:
+            extra["StorageClass"] = self.settings.storage_class
+        self.client.copy(
+            {"Bucket": self.bucket, "Key": src},
+            self.bucket,
+            dst,
+            ExtraArgs=extra or None,
+            Config=self.transfer_config,
+        )
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def delete_many(self, keys: list[str]) -> None:
+        """DeleteObjects in batches of 1000; any per-key error raises EIO."""
+        for start in range(0, len(keys), 1000):
+            batch = keys[start : start + 1000]
+            resp = self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+            )
+            errors = resp.get("Errors") or []
+            if errors:
+                log.error("delete of %d keys failed, first: %s", len(errors), errors[0])
+                raise FuseOSError(errno.EIO)

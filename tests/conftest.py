@@ -1,0 +1,257 @@
+"""Fixtures: a real S3 server on 127.0.0.1, buckets, and real pys3fs mounts.
+
+Everything a test starts is stopped by a finalizer, even when the test fails: mounts are
+unmounted (``fusermount -u``, then ``umount -l``) and their daemons waited for or killed,
+and the S3 server is terminated at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import boto3
+import pytest
+from botocore.config import Config
+
+ACCESS_KEY = "pys3fs-test-access"
+SECRET_KEY = "pys3fs-test-secret-do-not-log"
+BIN = os.path.dirname(sys.executable)
+PYS3FS = os.path.join(BIN, "pys3fs")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@dataclass
+class S3Server:
+    """A running S3-compatible server the tests talk to over HTTP."""
+
+    url: str
+    access_key: str = ACCESS_KEY
+    secret_key: str = SECRET_KEY
+    proc: subprocess.Popen | None = None
+    kind: str = "moto"
+
+    def client(self):
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_moto(extra_env: dict[str, str] | None = None) -> S3Server:
+    port = free_port()
+    env = dict(os.environ, **(extra_env or {}))
+    proc = subprocess.Popen(
+        [os.path.join(BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        wait_port(port, proc)
+    except Exception:
+        proc.kill()
+        raise
+    return S3Server(url=f"http://127.0.0.1:{port}", proc=proc)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = start_moto()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(s3_server):
+    """A boto3 client on the test server: "another tool" writing to the bucket."""
+    return s3_server.client()
+
+
+@pytest.fixture
+def bucket(s3) -> str:
+    name = "t-" + uuid.uuid4().hex[:16]
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory, monkeypatch, s3_server):
+    """Credentials in the environment, a private HOME, and no instance-metadata lookups."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setenv("PATH", BIN + os.pathsep + os.environ.get("PATH", ""))
+    return home
+
+
+def daemon_pids(mountpoint: str) -> list[int]:
+    """pys3fs daemons serving ``mountpoint`` (found through /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"pys3fs" in b" ".join(args) and mountpoint.encode() in args and b"-f" in args:
+            pids.append(int(entry))
+    return pids
+
+
+def is_mounted(mountpoint: str) -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == mountpoint for line in f)
+
+
+def force_unmount(mountpoint: str, pids: list[int] | None = None, timeout: float = 60) -> None:
+    """Unmount however it takes, and make sure the daemons are gone."""
+    pids = daemon_pids(mountpoint) if pids is None else pids
+    if is_mounted(mountpoint):
+        if subprocess.run(["fusermount", "-u", mountpoint], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", mountpoint], capture_output=True)
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().split(")")[-1].split()[0] == "Z":
+                        break
+            except OSError:
+                break
+            time.sleep(0.05)
+        if os.path.exists(f"/proc/{pid}"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    if is_mounted(mountpoint):
+        subprocess.run(["umount", "-l", mountpoint], capture_output=True)
+
+
+@dataclass
+class MountedFS:
+    """A pys3fs mount made with the real command line."""
+
+    mountpoint: str
+    bucket: str
+    server: S3Server
+    args: list[str]
+    pids: list[int] = field(default_factory=list)
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.mountpoint, *parts)
+
+    def unmount(self) -> None:
+        force_unmount(self.mountpoint, self.pids)
+
+
+@pytest.fixture
+def mounter(s3_server, tmp_path, request):
+    """Factory: ``mounter(bucket, "uid=1000", prefix="/x")`` mounts with the real CLI."""
+    made: list[MountedFS] = []
+
+    def make(
+        bucket: str,
+        *options: str,
+        prefix: str = "",
+        server: S3Server | None = None,
+        env: dict[str, str] | None = None,
+        mountpoint: str | None = None,
+    ) -> MountedFS:
+        server = server or s3_server
+        mp = mountpoint or str(tmp_path / f"mnt{len(made)}")
+        os.makedirs(mp, exist_ok=True)
+        cache = str(tmp_path / f"cache{len(made)}")
+        opts = [f"url={server.url}", "use_path_request_style", f"use_cache={cache}", *options]
+        source = bucket + (f":{prefix}" if prefix else "")
+        args = [PYS3FS, source, mp, "-o", ",".join(opts)]
+        result = subprocess.run(args, capture_output=True, text=True, timeout=90, env=env)
+        if result.returncode != 0:
+            raise RuntimeError(f"mount failed: {result.stderr.strip()}")
+        fs = MountedFS(mp, bucket, server, args, daemon_pids(mp))
+        made.append(fs)
+        return fs
+
+    yield make
+    for fs in made:
+        fs.unmount()
+
+
+@pytest.fixture
+def mnt(bucket, mounter) -> MountedFS:
+    """The bucket mounted with default options."""
+    return mounter(bucket)
+
+
+@pytest.fixture
+def run():
+    """Run a command, fail the test with its stderr when it fails."""
+
+    def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        kw.setdefault("timeout", 120)
+        result = subprocess.run(list(cmd), **kw)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{cmd} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    return run
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Last resort: no test mount outlives the session."""
+    with open("/proc/self/mounts") as f:
+        leftovers = [line.split()[1] for line in f if "fuse.pys3fs" in line.split()[2]]
+    for mp in leftovers:
+        if "/pytest-" in mp:
+            force_unmount(mp)
+
+
+if shutil.which("fusermount") is None:  # pragma: no cover - CI installs fuse3
+    raise RuntimeError("fusermount not found: install fuse3 (apt-get install fuse3 libfuse2)")
