@@ -8,6 +8,7 @@ changes wait for the TTL.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -122,10 +123,8 @@ class CacheDir:
         return target
 
     def remove(self, filename: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(filename)
-        except FileNotFoundError:
-            pass
 
     def cleanup(self) -> None:
         """Remove this daemon's staging directory at a clean exit."""

@@ -8,9 +8,11 @@ detaches, and reported as one line on stderr with a non-zero exit status.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import logging.handlers
 import os
+import signal
 import stat
 import sys
 import time
@@ -67,7 +69,10 @@ def check_mountpoint(path: str) -> None:
     except FileNotFoundError:
         raise StartupError(f"mountpoint {path} does not exist") from None
     except OSError as exc:
-        raise StartupError(f"mountpoint {path}: {exc.strerror}") from None
+        hint = ""
+        if exc.errno == errno.ENOTCONN:
+            hint = f" (left by a daemon that died: fusermount -u {path})"
+        raise StartupError(f"mountpoint {path}: {exc.strerror}{hint}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise StartupError(f"mountpoint {path} is not a directory")
 
@@ -112,7 +117,9 @@ def check_bucket(opts: MountOptions, settings: ClientSettings) -> None:
         botocore.exceptions.ConnectTimeoutError,
         botocore.exceptions.ReadTimeoutError,
     ):
-        raise StartupError(f"cannot reach {where}: no answer (check url= and the network)") from None
+        raise StartupError(
+            f"cannot reach {where}: no answer (check url= and the network)"
+        ) from None
     except botocore.exceptions.NoCredentialsError:
         raise StartupError("no credentials found (iam_role given but no role available)") from None
     except botocore.exceptions.ClientError as exc:
@@ -176,6 +183,8 @@ def fuse_options(opts: MountOptions) -> dict:
         "big_writes": True,
         "max_read": 131072,
         "atomic_o_trunc": True,
+        # unlink really deletes: no .fuse_hidden* objects in the bucket for open files
+        "hard_remove": True,
     }
     fuse.update(opts.fuse_options)
     if opts.allow_other:
@@ -203,7 +212,9 @@ def build_operations(opts: MountOptions, settings: ClientSettings, cache: CacheD
         ctime_ns=started,
         atime_ns=started,
     )
-    namespace = Namespace(backend, keys, meta, files, owner, root, workers=opts.max_thread_count * 2)
+    namespace = Namespace(
+        backend, keys, meta, files, owner, root, workers=opts.max_thread_count * 2
+    )
     policy = AttrPolicy(
         uid=owner.uid,
         gid=owner.gid,
@@ -228,10 +239,16 @@ def run_foreground(opts: MountOptions, settings: ClientSettings) -> int:
     detached = bool(os.environ.get(DETACHED_ENV))
     cache = prepare_cache(opts)
     setup_logging(opts, detached)
+    if settings.credentials is not None:  # resolved before logging was set up
+        log.debug("using credentials from %s", settings.credentials.source)
     ops = build_operations(opts, settings, cache)
     if detached:
         os.chdir("/")
     log.info("mounting %s on %s", opts.bucket, opts.mountpoint)
+    # libfuse's teardown puts SIGPIPE back to SIG_DFL before destroy() uploads what is
+    # pending: a write to a closed socket or stderr pipe would then kill us mid-upload.
+    # Blocked, such a write fails with EPIPE like anywhere else in Python.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
     try:
         FUSE(
             ops,

@@ -13,6 +13,7 @@ import os
 import select
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -47,14 +48,34 @@ def spawn(
     )
     os.close(ready_w)
     try:
-        _wait_ready(proc, ready_r, timeout)
+        early = _wait_ready(proc, ready_r, timeout)
     finally:
         os.close(ready_r)
+    if detached:
+        proc.stderr.close()
+    else:  # the daemon keeps logging to stderr (library debug): pass it on to ours
+        threading.Thread(target=_forward_stderr, args=(proc.stderr, early), daemon=True).start()
     return proc
 
 
-def _wait_ready(proc: subprocess.Popen, ready_r: int, timeout: float) -> None:
-    """Collect the child's stderr until it says ready, exits, or the time is up."""
+def _forward_stderr(stream, early: bytes) -> None:
+    """Copy the daemon's stderr to this process's stderr until the daemon exits."""
+    with stream:
+        data = early
+        while True:
+            if data:
+                try:
+                    sys.stderr.write(data.decode("utf-8", "replace"))
+                    sys.stderr.flush()
+                except (OSError, ValueError):  # our stderr is gone: keep draining
+                    pass
+            data = stream.read1(65536)
+            if not data:
+                return
+
+
+def _wait_ready(proc: subprocess.Popen, ready_r: int, timeout: float) -> bytes:
+    """Collect the child's stderr until it says ready (return it), exits, or time is up."""
     assert proc.stderr is not None
     err_fd = proc.stderr.fileno()
     errors = bytearray()
@@ -69,8 +90,7 @@ def _wait_ready(proc: subprocess.Popen, ready_r: int, timeout: float) -> None:
         readable, _, _ = select.select(open_fds, [], [], left)
         if ready_r in readable:
             if os.read(ready_r, 1):
-                proc.stderr.close()
-                return
+                return bytes(errors)
             open_fds.remove(ready_r)
         if err_fd in readable:
             chunk = os.read(err_fd, 65536)
@@ -110,7 +130,11 @@ def notify_ready() -> None:
 
 def unmount(mountpoint: str) -> None:
     """``fusermount -u``, falling back to ``umount`` and a lazy unmount."""
-    for cmd in (["fusermount", "-u", mountpoint], ["umount", mountpoint], ["umount", "-l", mountpoint]):
+    for cmd in (
+        ["fusermount", "-u", mountpoint],
+        ["umount", mountpoint],
+        ["umount", "-l", mountpoint],
+    ):
         try:
             if subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0:
                 return

@@ -45,6 +45,8 @@ class S3Operations(Operations):
     """POSIX operations on one mounted bucket prefix."""
 
     use_ns = True
+    # with hard_remove, calls on a deleted but still open file come with path None
+    flag_nullpath_ok = True
 
     def __init__(
         self,
@@ -65,6 +67,8 @@ class S3Operations(Operations):
         self.on_exit = on_exit
 
     def __call__(self, op: str, *args):
+        if log.isEnabledFor(logging.DEBUG):  # -d: one line per call, paths only, never data
+            log.debug("%s %s", op, " ".join(a for a in args[:2] if isinstance(a, str)))
         if self.read_only and op not in READ_ONLY_OPS:
             raise FuseOSError(errno.EROFS)
         try:
@@ -94,6 +98,9 @@ class S3Operations(Operations):
 
     # -- attributes ----------------------------------------------------------------------
     def getattr(self, path, fh=None):
+        if path is None:  # fstat of an open file that was unlinked
+            of, _ = self.files.get(fh)
+            return self.policy.stat(of.entry.copy(size=of.size()))
         return self.policy.stat(self.ns.lookup(path))
 
     def chmod(self, path, mode):
@@ -189,7 +196,9 @@ class S3Operations(Operations):
 
     def write(self, path, data, offset, fh):
         of, flags = self.files.get(fh)
-        return of.write(self.files.backend, self.files.cache, data, offset, bool(flags & os.O_APPEND))
+        return of.write(
+            self.files.backend, self.files.cache, data, offset, bool(flags & os.O_APPEND)
+        )
 
     def truncate(self, path, length, fh=None):
         if fh is not None:

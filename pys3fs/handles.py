@@ -9,6 +9,7 @@ object is in S3; if the upload fails the writer gets EIO and the data stays on d
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
@@ -109,7 +110,9 @@ class OpenFile:
         start = offset - self._buf_start
         return self._buf[start : start + size]
 
-    def write(self, backend: Backend, cache: CacheDir, data: bytes, offset: int, append: bool) -> int:
+    def write(
+        self, backend: Backend, cache: CacheDir, data: bytes, offset: int, append: bool
+    ) -> int:
         with self.lock:
             fd = self.stage(backend, cache)
             if append:
@@ -230,10 +233,8 @@ class FileTable:
         if last:
             with of.lock:
                 if of.dirty and not of.unlinked:
-                    try:
+                    with contextlib.suppress(FuseOSError):
                         of.flush(self.backend, self.cache, self.owner)
-                    except FuseOSError:
-                        pass
                 kept = of.close_local(self.cache)
             if kept:
                 log.error("upload of %s never succeeded; its data is kept in %s", of.key, kept)

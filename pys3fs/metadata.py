@@ -292,9 +292,10 @@ def content_type_for(path: str, mode: int) -> str:
     """Content-Type to store with an object, as s3fs-fuse chooses it.
 
     Directory markers get application/x-directory, which other tools recognise. Files are
-    looked up by their last extension only (``a.tar.gz`` is application/gzip, like s3fs's
-    mime.types lookup), rather than mimetypes.guess_type, which would label it application/x-tar
-    and drop the compression, and which interprets names like ``data:...`` as URLs.
+    looked up by their last extension in the mime.types tables, as s3fs-fuse does, so
+    ``a.tar.gz`` gets the gzip type where one is registered. mimetypes.guess_type is avoided: it
+    would call that file application/x-tar, hiding the compression, and it reads names such as
+    ``data:text/html,x`` as URLs.
     """
     if stat.S_ISDIR(mode):
         return DIRECTORY_CONTENT_TYPE
@@ -345,7 +346,7 @@ class _Reader:
         return parsed
 
     def warn(self, key: str, value: object, detail: str = "") -> None:
-        """Say which header was ignored, so a user can find the object tool that wrote it."""
+        """Name the ignored header, so a user can find the object and the tool that wrote it."""
         if key in self._warned:
             return
         self._warned.add(key)
@@ -371,8 +372,7 @@ def _s3fs_attrs(reader: _Reader) -> _Attrs:
 def _gcs_attrs(reader: _Reader) -> _Attrs:
     """gsutil/gcloud ``-P`` (octal permission bits, integer seconds) and gcsfuse's RFC 3339 mtime.
 
-    gcsfuse's own ``gcsfuse_mtime`` is newer than gsutil's header when both exist, as gcsfuse
-    itself decides.
+    gcsfuse's own ``gcsfuse_mtime`` wins over gsutil's header when both exist, as in gcsfuse.
     """
     mtime = reader.get("gcsfuse_mtime", parse_time)
     if mtime is None:

@@ -69,17 +69,28 @@ class Namespace:
     def _fetch(self, path: str) -> Entry | None:
         """Ask S3: the object ``key``, then the marker ``key/``, then any key below."""
         hint = self.cache.hint(path)
+        found = None
         if hint is None or not hint.is_dir:
             info = self.backend.head(self.keys.key(path))
             if info is not None:
-                return entry_from_object(info)
-        prefix = self.keys.dir_prefix(path)
+                found = entry_from_object(info)
+                if found.is_dir or hint is not None:  # a listing hint rules out "a/"
+                    return found
+        try:
+            prefix = self.keys.dir_prefix(path)
+        except FuseOSError:
+            self.keys.key(path)  # ENAMETOOLONG unless the key itself fits
+            return found  # "key" fits in 1024 bytes but "key/" does not: not a directory
+        has_keys = hint is not None and hint.is_dir
+        if found is not None:
+            # A file "a" and keys below "a/" both exist: the directory wins, as in listings.
+            if not self.backend.first_keys(prefix, 1):
+                return found
+            has_keys = True
         marker = self.backend.head(prefix)
         if marker is not None:
             return entry_from_object(marker, as_dir=True)
-        if hint is not None and hint.is_dir:
-            return implicit_dir(self.root_entry.mtime_ns)
-        if self.backend.first_keys(prefix, 1):
+        if has_keys or self.backend.first_keys(prefix, 1):
             return implicit_dir(self.root_entry.mtime_ns)
         return None
 
@@ -205,7 +216,7 @@ class Namespace:
             return
         key = self.keys.key(path)
         ctype = entry.content_type or "application/octet-stream"
-        self.backend.copy(key, key, metadata=meta, content_type=ctype)
+        self.backend.copy(key, key, entry.size, metadata=meta, content_type=ctype)
         self.cache.put(path, entry.copy(etag=None))
         if of is not None:
             with of.lock:
@@ -237,7 +248,7 @@ class Namespace:
         if dst is not None and dst.is_dir:
             self.rmdir(new)
         old_key, new_key = self.keys.key(old), self.keys.key(new)
-        self.backend.copy(old_key, new_key)
+        self.backend.copy(old_key, new_key, src.size)
         self.backend.delete(old_key)
         self.files.unlinked(new)
         self.files.renamed(old, new, new_key)
@@ -250,13 +261,16 @@ class Namespace:
         if dst is not None:
             self.rmdir(new)
         old_prefix, new_prefix = self.keys.dir_prefix(old), self.keys.dir_prefix(new)
-        keys = self.backend.all_keys(old_prefix)
+        objects = self.backend.all_objects(old_prefix)
         copies = [
-            self.pool.submit(self.backend.copy, k, new_prefix + k[len(old_prefix) :]) for k in keys
+            self.pool.submit(
+                self.backend.copy, o.key, new_prefix + o.key[len(old_prefix) :], o.size
+            )
+            for o in objects
         ]
         for future in copies:
             future.result()
-        self.backend.delete_many(keys)
+        self.backend.delete_many([o.key for o in objects])
         for of in self.files.open_below(old):
             rel = of.path[len(old) :]
             self.files.renamed(of.path, new + rel, self.keys.key(new + rel))

@@ -7,6 +7,7 @@ are rejected before the daemon starts, with one line naming the culprit.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -162,10 +163,14 @@ def _int(name: str, value: str | None, base: int = 10, minimum: int = 0) -> int:
 
 
 def _float(name: str, value: str | None) -> float:
+    if value is None or value.strip() == "":
+        raise OptionError(f"option {name} needs a value")
     try:
-        number = float(value or "")
+        number = float(value)
     except ValueError:
         raise OptionError(f"option {name}: invalid number {value!r}") from None
+    if not math.isfinite(number):  # nan/inf would break the TTL caches and socket timeouts
+        raise OptionError(f"option {name}: invalid number {value!r}")
     if number < 0:
         raise OptionError(f"option {name}: must not be negative")
     return number

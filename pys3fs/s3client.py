@@ -78,7 +78,9 @@ def error_code(exc: BaseException) -> str:
     """The S3 error code of a ClientError ('' for anything else)."""
     if isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get("Error", {})
-        return str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+        return str(
+            err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        )
     return ""
 
 
@@ -193,12 +195,12 @@ class Backend:
         resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=count)
         return [o["Key"] for o in resp.get("Contents", [])]
 
-    def all_keys(self, prefix: str) -> list[str]:
-        """Every key below ``prefix``, recursively."""
-        keys: list[str] = []
+    def all_objects(self, prefix: str) -> list[ObjectInfo]:
+        """Every object below ``prefix``, recursively (with sizes, without metadata)."""
+        found: list[ObjectInfo] = []
         for page in self.list_pages(prefix, delimiter=None):
-            keys.extend(o.key for o in page.objects)
-        return keys
+            found.extend(page.objects)
+        return found
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         """Bytes ``[start, start+length)`` of an object (fewer at its end)."""
@@ -242,25 +244,37 @@ class Backend:
         self,
         src: str,
         dst: str,
+        size: int,
         metadata: dict[str, str] | None = None,
         content_type: str | None = None,
     ) -> None:
         """Server-side copy; with ``metadata`` the copy's metadata is replaced.
 
-        s3transfer turns copies of objects over the multipart threshold (and over
-        5 GiB, where CopyObject stops working) into parallel UploadPartCopy calls.
+        Objects below the multipart size take one CopyObject. Bigger ones go through
+        s3transfer as parallel UploadPartCopy calls (CopyObject stops at 5 GiB); a
+        multipart copy does not carry metadata over by itself, so it is passed along.
         """
-        extra: dict = {}
-        if metadata is not None:
-            extra = self._extra(metadata, content_type or "application/octet-stream")
-            extra["MetadataDirective"] = "REPLACE"
-        elif self.settings.storage_class:
-            extra["StorageClass"] = self.settings.storage_class
+        if size < self.transfer_config.multipart_threshold:
+            extra: dict = {"MetadataDirective": "COPY"}
+            if metadata is not None:
+                extra = self._extra(metadata, content_type or "application/octet-stream")
+                extra["MetadataDirective"] = "REPLACE"
+            elif self.settings.storage_class:
+                extra["StorageClass"] = self.settings.storage_class
+            self.client.copy_object(
+                Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}, **extra
+            )
+            return
+        if metadata is None:
+            info = self.head(src)
+            if info is None:
+                raise FuseOSError(errno.ENOENT)
+            metadata, content_type = info.metadata, info.content_type
         self.client.copy(
             {"Bucket": self.bucket, "Key": src},
             self.bucket,
             dst,
-            ExtraArgs=extra or None,
+            ExtraArgs=self._extra(metadata, content_type or "application/octet-stream"),
             Config=self.transfer_config,
         )
 

@@ -7,6 +7,7 @@ and the S3 server is terminated at the end of the session.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -26,6 +27,8 @@ ACCESS_KEY = "pys3fs-test-access"
 SECRET_KEY = "pys3fs-test-secret-do-not-log"
 BIN = os.path.dirname(sys.executable)
 PYS3FS = os.path.join(BIN, "pys3fs")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CEPH_RGW = os.path.join(REPO, "scripts", "ceph-rgw.sh")
 
 
 def free_port() -> int:
@@ -55,6 +58,7 @@ class S3Server:
     secret_key: str = SECRET_KEY
     proc: subprocess.Popen | None = None
     kind: str = "moto"
+    stop_cmd: list[str] | None = None  # run by stop(), for servers started by a script
 
     def client(self):
         return boto3.client(
@@ -74,6 +78,8 @@ class S3Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.stop_cmd is not None:
+            subprocess.run(self.stop_cmd, capture_output=True, timeout=120)
 
 
 def start_moto(extra_env: dict[str, str] | None = None) -> S3Server:
@@ -93,11 +99,55 @@ def start_moto(extra_env: dict[str, str] | None = None) -> S3Server:
     return S3Server(url=f"http://127.0.0.1:{port}", proc=proc)
 
 
+# --- S3 server choice: --s3-server=moto (default) or --s3-server=ceph -------------------
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--s3-server",
+        choices=("moto", "ceph"),
+        default="moto",
+        help="S3 server for the tests: moto (default, quick) or ceph (Ceph RGW, a real "
+        "S3 gateway on a throw-away one-node cluster, started by scripts/ceph-rgw.sh)",
+    )
+
+
+def start_ceph(workdir: str) -> S3Server:
+    """Ceph RGW via scripts/ceph-rgw.sh: a one-node cluster living in ``workdir``.
+
+    The script prints the URL and detaches its daemons; ``stop()`` runs ``ceph-rgw.sh stop``,
+    which kills them and removes ``workdir``. Its own session, so that a Ctrl-C meant for
+    pytest reaches the finalizer, not the daemons.
+    """
+    stop_cmd = [CEPH_RGW, "stop", workdir]
+    env = dict(os.environ, CEPH_RGW_ACCESS_KEY=ACCESS_KEY, CEPH_RGW_SECRET_KEY=SECRET_KEY)
+    try:
+        result = subprocess.run(
+            [CEPH_RGW, "start", workdir],
+            capture_output=True,
+            text=True,
+            timeout=900,  # includes apt-get install on a fresh machine
+            env=env,
+            start_new_session=True,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"ceph-rgw.sh start failed:\n{result.stderr[-4000:]}")
+    except BaseException:
+        subprocess.run(stop_cmd, capture_output=True, timeout=120)
+        raise
+    return S3Server(url=result.stdout.strip(), kind="ceph", stop_cmd=stop_cmd)
+
+
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    server = start_moto()
-    yield server
-    server.stop()
+def s3_server(request, tmp_path_factory) -> Iterator[S3Server]:
+    if request.config.getoption("s3_server") == "ceph":
+        server = start_ceph(str(tmp_path_factory.mktemp("ceph") / "rgw"))
+    else:
+        server = start_moto()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -151,9 +201,9 @@ def is_mounted(mountpoint: str) -> bool:
 def force_unmount(mountpoint: str, pids: list[int] | None = None, timeout: float = 60) -> None:
     """Unmount however it takes, and make sure the daemons are gone."""
     pids = daemon_pids(mountpoint) if pids is None else pids
-    if is_mounted(mountpoint):
-        if subprocess.run(["fusermount", "-u", mountpoint], capture_output=True).returncode:
-            subprocess.run(["umount", "-l", mountpoint], capture_output=True)
+    unmounted = subprocess.run(["fusermount", "-u", mountpoint], capture_output=True)
+    if is_mounted(mountpoint) and unmounted.returncode:
+        subprocess.run(["umount", "-l", mountpoint], capture_output=True)
     deadline = time.monotonic() + timeout
     for pid in pids:
         while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
@@ -165,10 +215,8 @@ def force_unmount(mountpoint: str, pids: list[int] | None = None, timeout: float
                 break
             time.sleep(0.05)
         if os.path.exists(f"/proc/{pid}"):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     if is_mounted(mountpoint):
         subprocess.run(["umount", "-l", mountpoint], capture_output=True)
 
@@ -244,12 +292,24 @@ def run():
     return run
 
 
+_SESSION_TMP: list[str] = []  # this session's base temp dir: the only mounts it may touch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_tmp(tmp_path_factory):
+    _SESSION_TMP.append(str(tmp_path_factory.getbasetemp()).rstrip("/") + "/")
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """Last resort: no test mount outlives the session."""
+    """Last resort: no test mount outlives the session.
+
+    Only mounts below this session's own temp dir: other pytest sessions running at the
+    same time on this machine have live mounts under /tmp/pytest-of-USER too.
+    """
     with open("/proc/self/mounts") as f:
         leftovers = [line.split()[1] for line in f if "fuse.pys3fs" in line.split()[2]]
     for mp in leftovers:
-        if "/pytest-" in mp:
+        if any(mp.startswith(base) for base in _SESSION_TMP):
             force_unmount(mp)
 
 

@@ -1,0 +1,518 @@
+"""Directories through a real mount: implicit and marker dirs, listings, mkdir/rmdir/rename.
+
+Objects "another tool" wrote are created with boto3 directly; everything pys3fs shows or
+writes is checked through ordinary file operations on the mount and against the bucket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+DIR_TYPE = "application/x-directory"
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def put(s3, bucket: str, key: str, body: bytes = b"x", **kw) -> None:
+    s3.put_object(Bucket=bucket, Key=key, Body=body, **kw)
+
+
+def put_marker(s3, bucket: str, key: str, **kw) -> None:
+    assert key.endswith("/")
+    s3.put_object(Bucket=bucket, Key=key, Body=b"", ContentType=DIR_TYPE, **kw)
+
+
+def keys_under(s3, bucket: str, prefix: str = "") -> set[str]:
+    """Every key below ``prefix``, reading every ListObjectsV2 page."""
+    keys: set[str] = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.update(o["Key"] for o in page.get("Contents", []))
+    return keys
+
+
+def bulk_client(server, workers: int):
+    """A client whose connection pool is as large as the thread pool using it."""
+    return boto3.client(
+        "s3",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 5},
+            max_pool_connections=workers,
+        ),
+    )
+
+
+def put_many(server, bucket: str, keys: list[str], workers: int = 32) -> None:
+    client = bulk_client(server, workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda key: client.put_object(Bucket=bucket, Key=key, Body=b""), keys))
+
+
+def assert_errno(code: int, func, *args) -> None:
+    with pytest.raises(OSError) as info:
+        func(*args)
+    assert info.value.errno == code, os.strerror(info.value.errno or 0)
+
+
+def assert_alive(fs) -> None:
+    """The daemon still answers: the mount is listed and its root can be read."""
+    with open("/proc/self/mounts") as f:
+        assert any(line.split()[1] == fs.mountpoint for line in f)
+    os.listdir(fs.mountpoint)
+    assert all(os.path.exists(f"/proc/{pid}") for pid in fs.pids)
+
+
+def ls_count(run, path: str) -> int:
+    """``ls PATH | wc -l``, failing when ls fails."""
+    out = run("bash", "-c", 'set -o pipefail; ls "$1" | wc -l', "bash", path).stdout
+    return int(out.strip())
+
+
+def is_dir(path: str) -> bool:
+    return stat.S_ISDIR(os.stat(path).st_mode)
+
+
+def is_file(path: str) -> bool:
+    return stat.S_ISREG(os.stat(path).st_mode)
+
+
+# ------------------------------------------------------------------ implicit and markers
+
+
+def test_implicit_directories_list_and_stat_at_every_level(mnt, s3, bucket):
+    put(s3, bucket, "a/b/c.txt", b"hello")
+
+    assert os.listdir(mnt.mountpoint) == ["a"]
+    assert is_dir(mnt.path("a"))
+    assert os.listdir(mnt.path("a")) == ["b"]
+    assert is_dir(mnt.path("a/b"))
+    assert os.listdir(mnt.path("a/b")) == ["c.txt"]
+    st = os.stat(mnt.path("a/b/c.txt"))
+    assert stat.S_ISREG(st.st_mode)
+    assert st.st_size == 5
+
+
+def test_implicit_directory_stat_without_listing_first(mnt, s3, bucket):
+    put(s3, bucket, "p/q/r/s.txt")
+    # No listing fills any cache: every level is found by lookup alone.
+    assert is_dir(mnt.path("p/q/r"))
+    assert is_dir(mnt.path("p/q"))
+    assert is_dir(mnt.path("p"))
+    assert is_file(mnt.path("p/q/r/s.txt"))
+
+
+def test_marker_objects_are_empty_directories(mnt, s3, bucket):
+    put_marker(s3, bucket, "empty/")
+    put_marker(s3, bucket, "outer/inner/")
+
+    assert sorted(os.listdir(mnt.mountpoint)) == ["empty", "outer"]
+    assert is_dir(mnt.path("empty"))
+    assert os.listdir(mnt.path("empty")) == []
+    assert os.listdir(mnt.path("outer")) == ["inner"]
+    assert is_dir(mnt.path("outer/inner"))
+    assert os.listdir(mnt.path("outer/inner")) == []
+
+
+def test_marker_of_a_non_empty_directory_is_not_listed_as_an_entry(mnt, s3, bucket):
+    put_marker(s3, bucket, "d/")
+    put(s3, bucket, "d/f.txt")
+    assert os.listdir(mnt.path("d")) == ["f.txt"]
+
+
+# ------------------------------------------------------------------ big listings
+
+
+def test_directory_of_2500_objects_lists_completely(mnt, s3_server, bucket, run):
+    names = [f"f{i:05d}" for i in range(2500)]
+    put_many(s3_server, bucket, [f"big/{n}" for n in names])
+
+    assert sorted(os.listdir(mnt.path("big"))) == names
+    assert ls_count(run, mnt.path("big")) == 2500
+
+
+def test_directory_of_2500_subdirectories_lists_completely(mnt, s3_server, bucket):
+    # CommonPrefixes are paginated too, and each page mixes them with objects.
+    names = [f"d{i:05d}" for i in range(2500)]
+    put_many(s3_server, bucket, [f"tree/{n}/leaf" for n in names] + ["tree/zfile"])
+    assert sorted(os.listdir(mnt.path("tree"))) == [*names, "zfile"]
+
+
+# ------------------------------------------------------------------ keys that are no paths
+
+
+def test_keys_that_cannot_be_paths_are_hidden(mnt, s3_server, s3, bucket, run):
+    long_name = "n" * 300
+    bad = [
+        "x//y",
+        "./z",
+        "../w",
+        "a/./b",
+        "a/../c",
+        "/lead",
+        "/",
+        long_name,
+        f"deep/{long_name}",
+        "é" * 150,  # 150 characters, 300 bytes
+    ]
+    good = ["ok.txt", "a/fine.txt", "deep/fine.txt", "x/real.txt"]
+    for key in bad:
+        with contextlib.suppress(ClientError):  # a stricter server may refuse some
+            put(s3, bucket, key)
+    for key in good:
+        put(s3, bucket, key)
+    if s3_server.kind == "moto":
+        assert keys_under(s3, bucket) == set(bad + good)  # the server kept every key
+
+    assert sorted(os.listdir(mnt.mountpoint)) == ["a", "deep", "ok.txt", "x"]
+    assert os.listdir(mnt.path("a")) == ["fine.txt"]
+    assert os.listdir(mnt.path("deep")) == ["fine.txt"]
+    assert os.listdir(mnt.path("x")) == ["real.txt"]
+    assert is_file(mnt.path("a/fine.txt"))
+    found = run("find", mnt.mountpoint).stdout.split("\n")
+    rel = sorted(os.path.relpath(p, mnt.mountpoint) for p in found if p)
+    assert rel == sorted([".", "a", "deep", "x", *good])
+    assert_errno(errno.ENAMETOOLONG, os.stat, mnt.path(long_name))
+    assert_alive(mnt)
+
+
+def test_directory_holding_only_unusable_keys_lists_empty(mnt, s3, bucket):
+    put(s3, bucket, "only//bad")
+    assert os.listdir(mnt.mountpoint) == ["only"]
+    assert os.listdir(mnt.path("only")) == []
+    assert_alive(mnt)
+
+
+# ------------------------------------------------------------------ file and prefix clash
+
+
+def test_file_and_prefix_with_one_name_list_once_as_directory(mnt, s3, bucket):
+    put(s3, bucket, "a", b"file body")
+    put(s3, bucket, "a/inside.txt")
+    put(s3, bucket, "b", b"plain file")
+
+    assert sorted(os.listdir(mnt.mountpoint)) == ["a", "b"]
+    assert is_dir(mnt.path("a"))
+    assert os.listdir(mnt.path("a")) == ["inside.txt"]
+    assert is_file(mnt.path("b"))
+
+
+def test_file_and_prefix_clash_is_a_directory_without_listing_first(mnt, s3, bucket):
+    put(s3, bucket, "a", b"file body")
+    put(s3, bucket, "a/inside.txt")
+    put(s3, bucket, "m", b"file body")
+    put_marker(s3, bucket, "m/")
+    # The first thing the kernel asks about "a" is a lookup, not the root listing.
+    assert is_dir(mnt.path("a"))
+    assert os.listdir(mnt.path("a")) == ["inside.txt"]
+    assert is_dir(mnt.path("m"))
+    assert sorted(os.listdir(mnt.mountpoint)) == ["a", "m"]
+
+
+# ------------------------------------------------------------------ mkdir
+
+
+@pytest.fixture
+def umask022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o750, 0o700])
+def test_mkdir_writes_an_s3fs_marker(mnt, s3, bucket, umask022, mode):
+    os.mkdir(mnt.path("newdir"), mode)
+
+    head = s3.head_object(Bucket=bucket, Key="newdir/")
+    assert head["ContentLength"] == 0
+    assert head["ContentType"] == DIR_TYPE
+    meta = head["Metadata"]
+    assert meta["mode"] == str(stat.S_IFDIR | mode)
+    assert meta["uid"] == str(os.getuid())
+    assert meta["gid"] == str(os.getgid())
+    assert keys_under(s3, bucket) == {"newdir/"}
+    st = os.stat(mnt.path("newdir"))
+    assert st.st_mode == stat.S_IFDIR | mode
+    assert os.listdir(mnt.path("newdir")) == []
+
+
+def test_mkdir_marker_mode_matches_s3fs_value(mnt, s3, bucket, umask022):
+    os.mkdir(mnt.path("d"), 0o755)
+    assert s3.head_object(Bucket=bucket, Key="d/")["Metadata"]["mode"] == "16877"
+
+
+def test_mkdir_nested_writes_marker_under_parent(mnt, s3, bucket):
+    os.mkdir(mnt.path("one"))
+    os.mkdir(mnt.path("one/two"))
+    assert keys_under(s3, bucket) == {"one/", "one/two/"}
+    assert os.listdir(mnt.path("one")) == ["two"]
+
+
+def test_mkdir_existing_name_is_eexist(mnt, s3, bucket):
+    put_marker(s3, bucket, "marker/")
+    put(s3, bucket, "implicit/child")
+    put(s3, bucket, "file")
+    os.mkdir(mnt.path("mine"))
+    for name in ("marker", "implicit", "file", "mine"):
+        assert_errno(errno.EEXIST, os.mkdir, mnt.path(name))
+    assert keys_under(s3, bucket) == {"marker/", "implicit/child", "file", "mine/"}
+
+
+def test_mkdir_existing_name_is_eexist_without_kernel_cache(mnt, s3, bucket):
+    # Created behind the mount's back after it started: only S3 knows.
+    os.listdir(mnt.mountpoint)
+    put(s3, bucket, "late/child")
+    put(s3, bucket, "latefile")
+    assert_errno(errno.EEXIST, os.mkdir, mnt.path("late"))
+    assert_errno(errno.EEXIST, os.mkdir, mnt.path("latefile"))
+
+
+def test_mkdir_in_missing_parent_is_enoent(mnt, s3, bucket):
+    assert_errno(errno.ENOENT, os.mkdir, mnt.path("nope/child"))
+    assert keys_under(s3, bucket) == set()
+
+
+# ------------------------------------------------------------------ rmdir
+
+
+def test_rmdir_with_a_real_child_is_enotempty(mnt, s3, bucket):
+    put_marker(s3, bucket, "d/")
+    put(s3, bucket, "d/child.txt")
+    assert_errno(errno.ENOTEMPTY, os.rmdir, mnt.path("d"))
+    assert keys_under(s3, bucket) == {"d/", "d/child.txt"}
+
+
+def test_rmdir_with_a_child_made_through_the_mount_is_enotempty(mnt, s3, bucket):
+    os.mkdir(mnt.path("d"))
+    with open(mnt.path("d/f"), "w") as f:
+        f.write("x")
+    assert_errno(errno.ENOTEMPTY, os.rmdir, mnt.path("d"))
+    assert keys_under(s3, bucket) == {"d/", "d/f"}
+
+
+def test_rmdir_with_an_implicit_child_is_enotempty(mnt, s3, bucket):
+    put_marker(s3, bucket, "d/")
+    put(s3, bucket, "d/sub/deep.txt")  # d/sub exists only as a prefix
+    assert_errno(errno.ENOTEMPTY, os.rmdir, mnt.path("d"))
+    assert keys_under(s3, bucket) == {"d/", "d/sub/deep.txt"}
+    assert is_dir(mnt.path("d/sub"))
+
+
+def test_rmdir_with_a_file_still_open_is_enotempty(mnt, s3, bucket):
+    os.mkdir(mnt.path("d"))
+    with open(mnt.path("d/open.txt"), "w") as f:
+        f.write("not uploaded yet")
+        assert_errno(errno.ENOTEMPTY, os.rmdir, mnt.path("d"))
+    assert s3.get_object(Bucket=bucket, Key="d/open.txt")["Body"].read() == b"not uploaded yet"
+
+
+def test_rmdir_of_an_empty_marker_dir_removes_the_marker(mnt, s3, bucket):
+    put_marker(s3, bucket, "gone/")
+    put(s3, bucket, "keep.txt")
+    assert is_dir(mnt.path("gone"))
+    os.rmdir(mnt.path("gone"))
+    assert keys_under(s3, bucket) == {"keep.txt"}
+    assert os.listdir(mnt.mountpoint) == ["keep.txt"]
+    assert not os.path.exists(mnt.path("gone"))
+
+
+def test_rmdir_of_a_dir_made_by_mkdir(mnt, s3, bucket):
+    os.mkdir(mnt.path("tmp"))
+    os.rmdir(mnt.path("tmp"))
+    assert keys_under(s3, bucket) == set()
+    assert_errno(errno.ENOENT, os.stat, mnt.path("tmp"))
+
+
+def test_rmdir_of_a_file_is_enotdir_and_of_missing_is_enoent(mnt, s3, bucket):
+    put(s3, bucket, "file")
+    assert_errno(errno.ENOTDIR, os.rmdir, mnt.path("file"))
+    assert_errno(errno.ENOENT, os.rmdir, mnt.path("missing"))
+    assert keys_under(s3, bucket) == {"file"}
+
+
+# ------------------------------------------------------------------ rename
+
+
+def test_rename_directory_moves_every_object_below(mnt, s3, bucket):
+    put_marker(s3, bucket, "src/")
+    put(s3, bucket, "src/top.txt", b"top")
+    put_marker(s3, bucket, "src/sub/")
+    put(s3, bucket, "src/sub/mid.txt", b"mid")
+    put(s3, bucket, "src/sub/implicit/deep.txt", b"deep")
+    put_marker(s3, bucket, "src/sub/emptydir/")
+    put(s3, bucket, "srcx/unrelated.txt", b"other")  # shares the name's first letters
+
+    os.rename(mnt.path("src"), mnt.path("dst"))
+
+    assert keys_under(s3, bucket) == {
+        "dst/",
+        "dst/top.txt",
+        "dst/sub/",
+        "dst/sub/mid.txt",
+        "dst/sub/implicit/deep.txt",
+        "dst/sub/emptydir/",
+        "srcx/unrelated.txt",
+    }
+    assert keys_under(s3, bucket, "src/") == set()
+    body = s3.get_object(Bucket=bucket, Key="dst/sub/implicit/deep.txt")["Body"].read()
+    assert body == b"deep"
+    assert s3.head_object(Bucket=bucket, Key="dst/sub/emptydir/")["ContentType"] == DIR_TYPE
+    assert sorted(os.listdir(mnt.mountpoint)) == ["dst", "srcx"]
+    assert not os.path.exists(mnt.path("src"))
+    with open(mnt.path("dst/sub/mid.txt"), "rb") as f:
+        assert f.read() == b"mid"
+    assert os.listdir(mnt.path("dst/sub/emptydir")) == []
+
+
+def test_rename_directory_keeps_modes_and_owners(mnt, s3, bucket):
+    put_marker(s3, bucket, "src/", Metadata={"mode": str(stat.S_IFDIR | 0o750), "uid": "1001"})
+    put(s3, bucket, "src/f", Metadata={"mode": str(stat.S_IFREG | 0o600), "gid": "1002"})
+    os.rename(mnt.path("src"), mnt.path("dst"))
+
+    assert s3.head_object(Bucket=bucket, Key="dst/")["Metadata"]["mode"] == "16872"
+    assert s3.head_object(Bucket=bucket, Key="dst/f")["Metadata"]["mode"] == "33152"
+    d = os.stat(mnt.path("dst"))
+    assert (d.st_mode, d.st_uid) == (stat.S_IFDIR | 0o750, 1001)
+    f = os.stat(mnt.path("dst/f"))
+    assert (f.st_mode, f.st_gid) == (stat.S_IFREG | 0o600, 1002)
+
+
+def test_rename_directory_made_through_the_mount(mnt, s3, bucket):
+    os.makedirs(mnt.path("a/b/c"))
+    with open(mnt.path("a/b/c/f.txt"), "w") as f:
+        f.write("data")
+    os.rename(mnt.path("a"), mnt.path("z"))
+    assert keys_under(s3, bucket) == {"z/", "z/b/", "z/b/c/", "z/b/c/f.txt"}
+    with open(mnt.path("z/b/c/f.txt")) as f:
+        assert f.read() == "data"
+
+
+def test_rename_onto_a_non_empty_directory_is_enotempty(mnt, s3, bucket):
+    put(s3, bucket, "src/a.txt")
+    put_marker(s3, bucket, "dst/")
+    put(s3, bucket, "dst/b.txt")
+    assert_errno(errno.ENOTEMPTY, os.rename, mnt.path("src"), mnt.path("dst"))
+    assert keys_under(s3, bucket) == {"src/a.txt", "dst/", "dst/b.txt"}
+
+
+def test_rename_onto_an_implicitly_non_empty_directory_is_enotempty(mnt, s3, bucket):
+    put(s3, bucket, "src/a.txt")
+    put(s3, bucket, "dst/sub/b.txt")
+    assert_errno(errno.ENOTEMPTY, os.rename, mnt.path("src"), mnt.path("dst"))
+    assert keys_under(s3, bucket) == {"src/a.txt", "dst/sub/b.txt"}
+
+
+def test_rename_onto_an_empty_directory_replaces_it(mnt, s3, bucket):
+    put(s3, bucket, "src/a.txt", b"a")
+    put_marker(s3, bucket, "dst/")
+    os.rename(mnt.path("src"), mnt.path("dst"))
+    assert keys_under(s3, bucket) == {"dst/a.txt"}
+    assert os.listdir(mnt.path("dst")) == ["a.txt"]
+
+
+def test_rename_of_an_implicit_directory(mnt, s3, bucket):
+    put(s3, bucket, "imp/one.txt", b"1")
+    put(s3, bucket, "imp/deeper/two.txt", b"2")
+    os.rename(mnt.path("imp"), mnt.path("moved"))
+    assert keys_under(s3, bucket) == {"moved/one.txt", "moved/deeper/two.txt"}
+    assert sorted(os.listdir(mnt.path("moved"))) == ["deeper", "one.txt"]
+    assert os.listdir(mnt.mountpoint) == ["moved"]
+
+
+def test_rename_directory_into_a_subdirectory_of_another(mnt, s3, bucket):
+    put(s3, bucket, "a/f.txt")
+    put_marker(s3, bucket, "b/")
+    os.rename(mnt.path("a"), mnt.path("b/a"))
+    assert keys_under(s3, bucket) == {"b/", "b/a/f.txt"}
+    assert os.listdir(mnt.path("b/a")) == ["f.txt"]
+
+
+def test_rename_directory_into_itself_is_einval(mnt, s3, bucket):
+    put(s3, bucket, "a/f.txt")
+    assert_errno(errno.EINVAL, os.rename, mnt.path("a"), mnt.path("a/inner"))
+    assert keys_under(s3, bucket) == {"a/f.txt"}
+
+
+# ------------------------------------------------------------------ prefix mounts
+
+
+def test_prefix_mount_shows_only_the_prefix(s3, bucket, mounter):
+    put(s3, bucket, "sub/dir/a.txt", b"a")
+    put(s3, bucket, "sub/dir/x/y.txt", b"y")
+    put(s3, bucket, "sub/dirt.txt", b"not below sub/dir/")
+    put(s3, bucket, "sub/other.txt")
+    put(s3, bucket, "top.txt")
+
+    fs = mounter(bucket, prefix="/sub/dir")
+    assert sorted(os.listdir(fs.mountpoint)) == ["a.txt", "x"]
+    assert os.listdir(fs.path("x")) == ["y.txt"]
+    with open(fs.path("a.txt"), "rb") as f:
+        assert f.read() == b"a"
+    assert not os.path.exists(fs.path("top.txt"))
+    assert not os.path.exists(fs.path("other.txt"))
+
+
+def test_prefix_mount_writes_under_the_prefix(s3, bucket, mounter):
+    put(s3, bucket, "sub/dir/a.txt")
+    fs = mounter(bucket, prefix="/sub/dir")
+
+    with open(fs.path("new.txt"), "wb") as f:
+        f.write(b"new")
+    os.mkdir(fs.path("made"))
+    with open(fs.path("made/inner.txt"), "wb") as f:
+        f.write(b"inner")
+    os.rename(fs.path("made"), fs.path("renamed"))
+
+    assert keys_under(s3, bucket) == {
+        "sub/dir/a.txt",
+        "sub/dir/new.txt",
+        "sub/dir/renamed/",
+        "sub/dir/renamed/inner.txt",
+    }
+    assert s3.get_object(Bucket=bucket, Key="sub/dir/new.txt")["Body"].read() == b"new"
+    os.unlink(fs.path("renamed/inner.txt"))
+    os.rmdir(fs.path("renamed"))
+    assert keys_under(s3, bucket) == {"sub/dir/a.txt", "sub/dir/new.txt"}
+
+
+# ------------------------------------------------------------------ find
+
+
+def test_find_returns_every_path_of_a_nested_tree(mnt, s3, bucket, run):
+    files = ["r.txt", "a/1.txt", "a/b/2.txt", "a/b/c/3.txt", "a/b/c/d/4.txt", "e/5.txt"]
+    for key in files:
+        put(s3, bucket, key)
+    put_marker(s3, bucket, "a/b/")
+    put_marker(s3, bucket, "empty/")
+    os.mkdir(mnt.path("made"))
+
+    out = run("find", mnt.mountpoint).stdout.splitlines()
+    found = sorted(os.path.relpath(p, mnt.mountpoint) for p in out)
+    dirs = [".", "a", "a/b", "a/b/c", "a/b/c/d", "e", "empty", "made"]
+    assert found == sorted(dirs + files)
+
+    out = run("find", mnt.mountpoint, "-type", "d").stdout.splitlines()
+    assert sorted(os.path.relpath(p, mnt.mountpoint) for p in out) == sorted(dirs)
+
+
+def test_ls_of_tree_written_by_another_tool_agrees_with_bucket(mnt, s3, bucket):
+    put(s3, bucket, "top/one.txt")
+    put(s3, bucket, "top/two.txt")
+    put_marker(s3, bucket, "top/three/")
+    result = subprocess.run(["ls", "-1", mnt.path("top")], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stdout.split() == ["one.txt", "three", "two.txt"]
