@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import logging.handlers
 import os
@@ -21,15 +22,17 @@ import botocore.exceptions
 
 from . import __version__
 from .attrs import AttrPolicy, Entry
-from .cache import CacheDir, MetaCache
+from .cache import MetaCache
 from .credentials import CredentialsError, resolve_credentials
 from .daemon import DETACHED_ENV, StartError, notify_ready, spawn
+from .datacache import CacheLimits, DataCache
 from .fs import S3Operations
-from .handles import FileTable, Owner
+from .handles import FileTable, Owner, TransferSettings
 from .namespace import Namespace
 from .options import MountOptions, OptionError, build_options
 from .paths import KeyMap
 from .s3client import Backend, ClientSettings, error_code, make_client
+from .stats import STATS_XATTR, format_stats
 
 log = logging.getLogger("pys3fs")
 
@@ -137,13 +140,27 @@ def check_bucket(opts: MountOptions, settings: ClientSettings) -> None:
         raise StartupError(f"prefix /{opts.prefix.rstrip('/')} not found in bucket {opts.bucket!r}")
 
 
-def prepare_cache(opts: MountOptions) -> CacheDir:
-    cache = CacheDir(os.path.abspath(opts.resolved_cache_dir()), opts.bucket)
+def check_cache_dir(opts: MountOptions) -> str:
+    """The cache directory exists (or can be made), private, and writable."""
+    root = os.path.abspath(opts.resolved_cache_dir())
     try:
-        cache.prepare()
+        os.makedirs(os.path.join(root, opts.bucket), mode=0o700, exist_ok=True)
+        if not os.access(os.path.join(root, opts.bucket), os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "not writable")
     except OSError as exc:
-        raise StartupError(f"cache directory {cache.root}: {exc.strerror or exc}") from None
-    return cache
+        raise StartupError(f"cache directory {root}: {exc.strerror or exc}") from None
+    return root
+
+
+def open_data_cache(opts: MountOptions) -> DataCache:
+    root = check_cache_dir(opts)
+    limits = CacheLimits(opts.max_cache_size, opts.ensure_diskfree)
+    data = DataCache(root, opts.bucket, limits)
+    try:
+        data.prepare()
+    except OSError as exc:
+        raise StartupError(f"cache directory {root}: {exc.strerror or exc}") from None
+    return data
 
 
 def startup_checks(opts: MountOptions) -> ClientSettings:
@@ -183,6 +200,8 @@ def fuse_options(opts: MountOptions) -> dict:
         "big_writes": True,
         "max_read": 131072,
         "atomic_o_trunc": True,
+        # keep the kernel page cache across opens while size and mtime are unchanged
+        "auto_cache": True,
         # unlink really deletes: no .fuse_hidden* objects in the bucket for open files
         "hard_remove": True,
     }
@@ -195,12 +214,13 @@ def fuse_options(opts: MountOptions) -> dict:
     return fuse
 
 
-def build_operations(opts: MountOptions, settings: ClientSettings, cache: CacheDir) -> S3Operations:
+def build_operations(opts: MountOptions, settings: ClientSettings, data: DataCache) -> S3Operations:
     """Wire the layers together: backend, caches, files, namespace, operations."""
     backend = Backend(settings)
     owner = Owner(uid=os.getuid(), gid=os.getgid())
     meta = MetaCache(opts.stat_cache_expire, opts.max_stat_cache_size)
-    files = FileTable(backend, cache, owner, on_upload=meta.put)
+    transfer = TransferSettings(part_size=opts.multipart_size, threads=opts.max_thread_count)
+    files = FileTable(backend, data, owner, transfer, on_upload=meta.put)
     keys = KeyMap(opts.prefix)
     started = time.time_ns()
     root_perm = 0o777 & ~opts.mp_umask if opts.mp_umask is not None else 0o755
@@ -229,7 +249,7 @@ def build_operations(opts: MountOptions, settings: ClientSettings, cache: CacheD
         keys,
         read_only=opts.read_only,
         on_ready=notify_ready,
-        on_exit=cache.cleanup,
+        on_exit=data.close,
     )
 
 
@@ -237,11 +257,11 @@ def run_foreground(opts: MountOptions, settings: ClientSettings) -> int:
     from fuse import FUSE
 
     detached = bool(os.environ.get(DETACHED_ENV))
-    cache = prepare_cache(opts)
+    data = open_data_cache(opts)
     setup_logging(opts, detached)
     if settings.credentials is not None:  # resolved before logging was set up
         log.debug("using credentials from %s", settings.credentials.source)
-    ops = build_operations(opts, settings, cache)
+    ops = build_operations(opts, settings, data)
     if detached:
         os.chdir("/")
     log.info("mounting %s on %s", opts.bucket, opts.mountpoint)
@@ -262,19 +282,46 @@ def run_foreground(opts: MountOptions, settings: ClientSettings) -> int:
         print(f"pys3fs: mount of {opts.mountpoint} failed ({exc})", file=sys.stderr)
         return 1
     finally:
-        cache.cleanup()
+        ops.files.shutdown()
+        data.close()
+    return 0
+
+
+def is_pys3fs_mount(path: str) -> bool:
+    """Whether ``path`` is the mountpoint of a live pys3fs mount."""
+    target = os.path.abspath(path)
+    try:
+        with open("/proc/self/mounts") as f:
+            return any(
+                len(fields) > 2 and fields[1] == target and fields[2] == "fuse.pys3fs"
+                for fields in (line.split() for line in f)
+            )
+    except OSError:
+        return False
+
+
+def show_stats(mountpoint: str) -> int:
+    """``pys3fs stats MOUNTPOINT``: request counts and cache hit rates of a mount."""
+    try:
+        data = json.loads(os.getxattr(mountpoint, STATS_XATTR))
+    except OSError as exc:
+        print(f"pys3fs: cannot read stats of {mountpoint}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(format_stats(data))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) == 2 and argv[0] == "stats" and is_pys3fs_mount(argv[1]):
+        return show_stats(argv[1])
     try:
         args = parse_args(argv)
         opts = build_options(
             args.source, args.mountpoint, args.options, args.foreground, args.debug, args.single
         )
         settings = startup_checks(opts)
-        prepare_cache(opts)
+        check_cache_dir(opts)
     except OptionError as exc:
         print(f"pys3fs: {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from .handles import FileTable, is_writable
 from .namespace import Namespace
 from .paths import KeyMap, parent
 from .s3client import errno_for
+from .stats import STATS_XATTR
 
 log = logging.getLogger("pys3fs.fs")
 
@@ -121,6 +122,21 @@ class S3Operations(Operations):
             times = (t, t)
         self.ns.set_attrs(path, atime_ns=times[0], mtime_ns=times[1], ctime_ns=now())
 
+    # -- extended attributes: only pys3fs's own control attributes ----------------------
+    def getxattr(self, path, name, position=0):
+        if path == "/" and name == STATS_XATTR:
+            return self.files.backend.stats.to_json()
+        raise FuseOSError(errno.ENODATA)
+
+    def listxattr(self, path):
+        return []  # the control attributes are read by name, never copied by cp -a
+
+    def setxattr(self, path, name, value, options, position=0):
+        raise FuseOSError(errno.ENOTSUP)
+
+    def removexattr(self, path, name):
+        raise FuseOSError(errno.ENOTSUP)
+
     def statfs(self, path):
         blocks = 1 << 40
         return {
@@ -192,18 +208,16 @@ class S3Operations(Operations):
 
     def read(self, path, size, offset, fh):
         of, _ = self.files.get(fh)
-        return of.read(self.files.backend, offset, size)
+        return of.read(offset, size)
 
     def write(self, path, data, offset, fh):
         of, flags = self.files.get(fh)
-        return of.write(
-            self.files.backend, self.files.cache, data, offset, bool(flags & os.O_APPEND)
-        )
+        return of.write(data, offset, bool(flags & os.O_APPEND))
 
     def truncate(self, path, length, fh=None):
         if fh is not None:
             of, _ = self.files.get(fh)
-            of.truncate(self.files.backend, self.files.cache, length)
+            of.truncate(length)
             return
         entry = self.ns.lookup(path)
         if entry.is_dir:
@@ -211,7 +225,7 @@ class S3Operations(Operations):
         fh = self.files.open(path, self.keys.key(path), entry, os.O_RDWR, exists_remote=True)
         try:
             of, _ = self.files.get(fh)
-            of.truncate(self.files.backend, self.files.cache, length)
+            of.truncate(length)
             if of.refs == 1:
                 self.files.flush(fh)
         finally:

@@ -1,10 +1,10 @@
-"""Open files: staging in the local cache directory and uploads on flush.
+"""Open files: one :class:`OpenFile` per open path, shared by all its file handles.
 
-Every open path has one :class:`OpenFile`, shared by all its file handles, so a reader
-sees what another handle wrote before it is uploaded. Reads of an unmodified file are
-ranged GETs with a growing read-ahead window; the first write stages the whole object
-in a local file, and flush/fsync/close upload it. ``close`` returns only once the
-object is in S3; if the upload fails the writer gets EIO and the data stays on disk.
+Reads and writes go through the path's cache file (see datacache), so a reader sees
+what another handle wrote before it is uploaded, and cached bytes serve later opens
+while the object's ETag is unchanged. Uploads stream while a big file is written;
+flush, fsync and close return only once the object is in S3, and an upload failure
+reaches the caller as EIO while the data stays in the cache.
 """
 
 from __future__ import annotations
@@ -14,21 +14,20 @@ import errno
 import itertools
 import logging
 import os
-import stat
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fuse import FuseOSError
 
 from . import metadata
 from .attrs import Entry, encode_entry, now_ns
-from .cache import CacheDir
-from .s3client import Backend, errno_for
+from .datacache import CacheFile, DataCache
+from .paths import is_below, parent
+from .s3client import Backend
+from .transfers import Reader, Writer
 
 log = logging.getLogger("pys3fs.handles")
-
-READAHEAD_MIN = 1024 * 1024
-READAHEAD_MAX = 16 * 1024 * 1024
 
 
 @dataclass
@@ -39,143 +38,123 @@ class Owner:
     gid: int
 
 
-class OpenFile:
-    """One open path: its attributes, its staged data and its read-ahead buffer."""
+@dataclass
+class TransferSettings:
+    part_size: int = 16 * 1024 * 1024
+    threads: int = 8
+    max_readahead: int = 64 * 1024 * 1024
 
-    def __init__(self, path: str, key: str, entry: Entry, exists_remote: bool) -> None:
+
+class OpenFile:
+    """One open path: its attributes, its cache file and its transfers."""
+
+    def __init__(self, table: FileTable, path: str, key: str, entry: Entry, exists: bool):
+        self.table = table
         self.path = path
         self.key = key
         self.entry = entry
-        self.exists_remote = exists_remote
+        self.exists_remote = exists
         self.refs = 0
         self.lock = threading.RLock()
-        self.staged: str | None = None
-        self.fd: int | None = None
-        self.dirty = False
+        self.dirty = not exists  # metadata or data not yet in S3
         self.unlinked = False
-        self._buf_start = 0
-        self._buf = b""
-        self._window = READAHEAD_MIN
-        self._next = -1
-        self.on_upload = lambda path, entry: None
-
-    # -- staging -------------------------------------------------------------------------
-    def stage(self, backend: Backend, cache: CacheDir, keep_data: bool = True) -> int:
-        """Make a local read-write copy (downloaded unless ``keep_data`` is False)."""
-        if self.fd is not None:
-            return self.fd
-        name = cache.new_file()
-        try:
-            if keep_data and self.exists_remote and self.entry.size > 0:
-                backend.download(self.key, name)
-        except Exception as exc:
-            cache.remove(name)
-            log.error("download of %s failed: %s", self.key, exc)
-            raise FuseOSError(errno_for(exc)) from exc
-        self.staged = name
-        self.fd = os.open(name, os.O_RDWR)
-        self._buf = b""
-        return self.fd
+        self.cf: CacheFile = table.data.acquire(key, entry.etag, entry.size, exists)
+        settings = table.settings
+        self.reader = Reader(table.backend, table.fetch_pool, self.cf, settings.max_readahead)
+        self.writer = Writer(
+            table.backend,
+            table.upload_pool,
+            self.cf,
+            self.reader,
+            settings.part_size,
+            settings.threads,
+        )
 
     def size(self) -> int:
-        if self.fd is not None:
-            return os.fstat(self.fd).st_size
-        return self.entry.size
+        return self.cf.size
 
     # -- data ----------------------------------------------------------------------------
-    def read(self, backend: Backend, offset: int, size: int) -> bytes:
-        with self.lock:
-            if self.fd is not None:
-                return os.pread(self.fd, size, offset)
-            if offset >= self.entry.size or size <= 0:
-                return b""
-            return self._read_remote(backend, offset, min(size, self.entry.size - offset))
+    def read(self, offset: int, size: int) -> bytes:
+        return self.reader.read(offset, size)
 
-    def _read_remote(self, backend: Backend, offset: int, size: int) -> bytes:
-        """Serve from the read-ahead buffer, refilling it with one ranged GET."""
-        end = offset + size
-        buf_end = self._buf_start + len(self._buf)
-        if not (self._buf_start <= offset and end <= buf_end):
-            sequential = offset == self._next
-            self._window = min(self._window * 2, READAHEAD_MAX) if sequential else READAHEAD_MIN
-            length = max(size, self._window if sequential or offset == 0 else size)
-            length = min(length, self.entry.size - offset)
-            try:
-                self._buf = backend.get_range(self.key, offset, length)
-            except Exception as exc:
-                log.error("read of %s at %d failed: %s", self.key, offset, exc)
-                raise FuseOSError(errno_for(exc)) from exc
-            self._buf_start = offset
-        self._next = end
-        start = offset - self._buf_start
-        return self._buf[start : start + size]
-
-    def write(
-        self, backend: Backend, cache: CacheDir, data: bytes, offset: int, append: bool
-    ) -> int:
+    def write(self, data: bytes, offset: int, append: bool) -> int:
         with self.lock:
-            fd = self.stage(backend, cache)
-            if append:
-                offset = os.fstat(fd).st_size
-            written = os.pwrite(fd, data, offset)
+            with self.cf.lock:
+                if append:
+                    offset = self.cf.size
+                self.cf.store(offset, data, dirty=True)
             self._touch()
-            return written
+        self.writer.wrote(offset, offset + len(data), self._meta())
+        return len(data)
 
-    def truncate(self, backend: Backend, cache: CacheDir, length: int) -> None:
-        with self.lock:
-            fd = self.stage(backend, cache, keep_data=length > 0)
-            os.ftruncate(fd, length)
+    def truncate(self, length: int) -> None:
+        with self.lock, self.cf.lock:
+            self.cf.truncate(length)
             self._touch()
 
     def _touch(self) -> None:
         self.dirty = True
         t = now_ns()
-        self.entry = self.entry.copy(mtime_ns=t, ctime_ns=t, size=self.size())
+        self.entry = self.entry.copy(mtime_ns=t, ctime_ns=t)
+
+    def _meta(self) -> tuple[dict[str, str], str]:
+        owner = self.table.owner
+        ctype = self.entry.content_type or metadata.content_type_for(self.path, self.entry.mode)
+        return encode_entry(self.entry, owner.uid, owner.gid), ctype
 
     # -- upload --------------------------------------------------------------------------
-    def flush(self, backend: Backend, cache: CacheDir, owner: Owner) -> None:
-        """Upload if dirty; EIO (data kept) when S3 does not take it."""
+    @property
+    def needs_upload(self) -> bool:
+        return (self.dirty or self.cf.is_dirty) and not self.unlinked
+
+    def flush(self) -> None:
+        """Upload if anything changed; EIO (data kept) when S3 does not take it."""
         with self.lock:
-            if not self.dirty or self.unlinked:
+            if not self.needs_upload:
                 return
-            if self.fd is None:
-                self.stage(backend, cache, keep_data=False)
-            os.fsync(self.fd)
-            entry = self.entry.copy(size=self.size())
-            meta = encode_entry(entry, owner.uid, owner.gid)
-            ctype = entry.content_type or metadata.content_type_for(self.path, entry.mode)
-            try:
-                backend.upload(self.staged, self.key, meta, ctype)
-            except Exception as exc:
-                log.error("upload of %s failed, data kept in %s: %s", self.key, self.staged, exc)
-                raise FuseOSError(errno.EIO) from exc
+            meta, ctype = self._meta()
+            etag = self.writer.flush(meta, ctype)
+            with self.cf.lock:
+                self.cf.mark_clean(etag)
             self.dirty = False
             self.exists_remote = True
-            self.entry = entry.copy(etag=None, content_type=ctype)
-            self.on_upload(self.path, self.entry)
+            self.entry = self.entry.copy(etag=etag, content_type=ctype, size=self.cf.size)
+            self.table.on_upload(self.path, self.entry)
 
-    def close_local(self, cache: CacheDir) -> str | None:
-        """Drop the staged copy; returns where unsaved data was kept, if any."""
+    def close(self) -> str | None:
+        """Last handle gone: stop transfers, keep unsaved data where the user finds it."""
+        self.reader.close()
         kept = None
-        if self.fd is not None:
-            if self.dirty and not self.unlinked and self.staged:
-                kept = cache.keep(self.staged, self.key)
-            os.close(self.fd)
-            self.fd = None
-        if self.staged:
-            cache.remove(self.staged)
-            self.staged = None
+        with self.lock:
+            if self.needs_upload:
+                try:
+                    kept = self.table.data.keep_failed(self.cf)
+                except OSError as exc:
+                    log.error("could not keep data of %s: %s", self.key, exc)
+            self.writer.abort()
+        self.table.data.release(self.cf)
         return kept
 
 
 class FileTable:
     """File handles and the open files behind them."""
 
-    def __init__(self, backend: Backend, cache: CacheDir, owner: Owner, on_upload=None) -> None:
-        self.on_upload = on_upload or (lambda path, entry: None)
+    def __init__(
+        self,
+        backend: Backend,
+        data: DataCache,
+        owner: Owner,
+        settings: TransferSettings | None = None,
+        on_upload=None,
+    ) -> None:
         self.backend = backend
-        self.cache = cache
+        self.data = data
         self.owner = owner
+        self.settings = settings or TransferSettings()
+        self.on_upload = on_upload or (lambda path, entry: None)
+        threads = self.settings.threads
+        self.fetch_pool = ThreadPoolExecutor(threads, thread_name_prefix="pys3fs-get")
+        self.upload_pool = ThreadPoolExecutor(threads, thread_name_prefix="pys3fs-put")
         self._lock = threading.Lock()
         self._by_path: dict[str, OpenFile] = {}
         self._handles: dict[int, tuple[OpenFile, int]] = {}
@@ -190,19 +169,14 @@ class FileTable:
         with self._lock:
             of = self._by_path.get(path)
             if of is None:
-                of = OpenFile(path, key, entry, exists_remote)
-                of.on_upload = self.on_upload
+                of = OpenFile(self, path, key, entry, exists_remote)
                 self._by_path[path] = of
             of.refs += 1
             fh = next(self._ids)
             self._handles[fh] = (of, flags)
         try:
             if flags & os.O_TRUNC and flags & (os.O_WRONLY | os.O_RDWR):
-                of.truncate(self.backend, self.cache, 0)
-            elif not exists_remote:
-                with of.lock:
-                    of.stage(self.backend, self.cache, keep_data=False)
-                    of.dirty = True
+                of.truncate(0)
         except BaseException:
             self.release(fh)
             raise
@@ -216,9 +190,8 @@ class FileTable:
         return found
 
     def flush(self, fh: int) -> None:
-        of, flags = self.get(fh)
-        if flags & (os.O_WRONLY | os.O_RDWR) or of.dirty:
-            of.flush(self.backend, self.cache, self.owner)
+        of, _ = self.get(fh)
+        of.flush()
 
     def release(self, fh: int) -> None:
         with self._lock:
@@ -230,14 +203,14 @@ class FileTable:
             last = of.refs == 0
             if last and self._by_path.get(of.path) is of:
                 del self._by_path[of.path]
-        if last:
-            with of.lock:
-                if of.dirty and not of.unlinked:
-                    with contextlib.suppress(FuseOSError):
-                        of.flush(self.backend, self.cache, self.owner)
-                kept = of.close_local(self.cache)
-            if kept:
-                log.error("upload of %s never succeeded; its data is kept in %s", of.key, kept)
+        if not last:
+            return
+        if of.needs_upload:
+            with contextlib.suppress(FuseOSError):
+                of.flush()
+        kept = of.close()
+        if kept:
+            log.error("upload of %s never succeeded; its data is kept in %s", of.key, kept)
 
     def flush_all(self) -> None:
         """Upload every dirty open file (unmount, SIGTERM)."""
@@ -245,39 +218,41 @@ class FileTable:
             files = list(self._by_path.values())
         for of in files:
             try:
-                of.flush(self.backend, self.cache, self.owner)
+                of.flush()
             except FuseOSError:
-                log.error("could not upload %s at unmount; data kept in %s", of.key, of.staged)
-                if of.staged:
-                    self.cache.keep(of.staged, of.key)
+                kept = self.data.keep_failed(of.cf)
+                log.error("could not upload %s at unmount; data kept in %s", of.key, kept)
 
-    def open_below(self, prefix_path: str) -> list[OpenFile]:
-        from .paths import is_below
+    def shutdown(self) -> None:
+        self.fetch_pool.shutdown(wait=True, cancel_futures=True)
+        self.upload_pool.shutdown(wait=True, cancel_futures=True)
 
+    def open_below(self, directory: str) -> list[OpenFile]:
         with self._lock:
-            return [of for p, of in self._by_path.items() if is_below(p, prefix_path)]
+            return [of for p, of in self._by_path.items() if is_below(p, directory)]
 
-    def renamed(self, old: str, new: str, new_key: str) -> None:
-        """Follow a rename: open handles keep working under the new name."""
+    def renamed(self, old: str, new: str, old_key: str, new_key: str) -> None:
+        """Follow a rename: open handles and cached bytes move to the new name."""
         with self._lock:
             of = self._by_path.pop(old, None)
             if of is not None:
-                self._by_path.pop(new, None)
-                of.path, of.key = new, new_key
                 self._by_path[new] = of
+                of.path, of.key = new, new_key
+        self.data.rekey(old_key, new_key)
 
-    def unlinked(self, path: str) -> None:
-        """An open file was deleted: keep serving its handles, never upload it again."""
+    def unlinked(self, path: str, key: str | None = None) -> None:
+        """A file was deleted: keep serving open handles, never upload it again."""
         with self._lock:
             of = self._by_path.pop(path, None)
         if of is not None:
             with of.lock:
                 of.unlinked = True
+            self.data.detach(of.key)
+        elif key is not None:
+            self.data.forget(key)
 
     def local_names(self, dir_path: str) -> dict[str, Entry]:
         """Files open in ``dir_path`` that may not be in S3 yet (created, not closed)."""
-        from .paths import parent
-
         with self._lock:
             return {
                 p.rsplit("/", 1)[1]: of.entry.copy(size=of.size())
@@ -288,7 +263,3 @@ class FileTable:
 
 def is_writable(flags: int) -> bool:
     return bool(flags & (os.O_WRONLY | os.O_RDWR))
-
-
-def regular(mode: int) -> int:
-    return stat.S_IFREG | stat.S_IMODE(mode)

@@ -183,9 +183,10 @@ class Namespace:
         if entry.is_dir:
             raise FuseOSError(errno.EISDIR)
         of = self.files.lookup(path)
+        key = self.keys.key(path)
         if of is None or of.exists_remote:
-            self.backend.delete(self.keys.key(path))
-        self.files.unlinked(path)
+            self.backend.delete(key)
+        self.files.unlinked(path, key)
         self.cache.put_missing(path)
 
     def rmdir(self, path: str) -> None:
@@ -244,20 +245,20 @@ class Namespace:
     def _rename_file(self, old: str, new: str, src: Entry, dst: Entry | None) -> None:
         of = self.files.lookup(old)
         if of is not None:
-            of.flush(self.backend, self.files.cache, self.owner)
+            of.flush()
         if dst is not None and dst.is_dir:
             self.rmdir(new)
         old_key, new_key = self.keys.key(old), self.keys.key(new)
         self.backend.copy(old_key, new_key, src.size)
         self.backend.delete(old_key)
-        self.files.unlinked(new)
-        self.files.renamed(old, new, new_key)
+        self.files.unlinked(new, new_key)
+        self.files.renamed(old, new, old_key, new_key)
         self.cache.put_missing(old)
         self.cache.put(new, src.copy(ctime_ns=now_ns()) if of is None else src)
 
     def _rename_dir(self, old: str, new: str, dst: Entry | None) -> None:
         for of in self.files.open_below(old):
-            of.flush(self.backend, self.files.cache, self.owner)
+            of.flush()
         if dst is not None:
             self.rmdir(new)
         old_prefix, new_prefix = self.keys.dir_prefix(old), self.keys.dir_prefix(new)
@@ -273,7 +274,7 @@ class Namespace:
         self.backend.delete_many([o.key for o in objects])
         for of in self.files.open_below(old):
             rel = of.path[len(old) :]
-            self.files.renamed(of.path, new + rel, self.keys.key(new + rel))
+            self.files.renamed(of.path, new + rel, of.key, self.keys.key(new + rel))
         self.cache.forget_tree(old)
         self.cache.forget_tree(new)
         self.cache.put_missing(old)

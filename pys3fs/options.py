@@ -105,6 +105,8 @@ class MountOptions:
     storage_class: str | None = None
     stat_cache_expire: float = 60.0
     max_stat_cache_size: int = 100_000
+    max_cache_size: int = 0
+    ensure_diskfree: int = 0
     multipart_size: int = 16 * MiB
     max_thread_count: int = 8
     retries: int = 5
@@ -279,6 +281,8 @@ _HANDLERS = {
     "stat_cache_expire": _set("stat_cache_expire", _float),
     "max_stat_cache_size": _set("max_stat_cache_size", lambda n, v: _int(n, v, minimum=1)),
     "multipart_size": _set_multipart,
+    "max_cache_size": _set("max_cache_size", lambda n, v: _int(n, v) * MiB),
+    "ensure_diskfree": _set("ensure_diskfree", lambda n, v: _int(n, v) * MiB),
     "max_thread_count": _set("max_thread_count", lambda n, v: _int(n, v, minimum=1)),
     "parallel_count": _set("max_thread_count", lambda n, v: _int(n, v, minimum=1)),
     "retries": _set("retries", lambda n, v: _int(n, v, minimum=0)),

@@ -21,6 +21,7 @@ from botocore.config import Config
 from fuse import FuseOSError
 
 from .credentials import Credentials
+from .stats import RequestStats
 
 log = logging.getLogger("pys3fs.s3")
 
@@ -145,6 +146,8 @@ class Backend:
         self.settings = settings
         self.bucket = settings.bucket
         self.client = client or make_client(settings)
+        self.stats = RequestStats()
+        self.stats.attach(self.client)
         self.transfer_config = TransferConfig(
             multipart_threshold=settings.multipart_size,
             multipart_chunksize=settings.multipart_size,
@@ -211,6 +214,13 @@ class Backend:
         )
         return resp["Body"].read()
 
+    def get_stream(self, key: str, start: int, length: int):
+        """A streaming body of bytes ``[start, start+length)``: read it in pieces."""
+        resp = self.client.get_object(
+            Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
+        )
+        return resp["Body"]
+
     def get(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
@@ -229,6 +239,47 @@ class Backend:
         self.client.put_object(
             Bucket=self.bucket, Key=key, Body=body, **self._extra(metadata, content_type)
         )
+
+    def put_stream(self, key: str, body, metadata: dict[str, str], content_type: str) -> str:
+        """PUT a file-like body (streamed, never held in memory); returns the ETag."""
+        resp = self.client.put_object(
+            Bucket=self.bucket, Key=key, Body=body, **self._extra(metadata, content_type)
+        )
+        return resp.get("ETag")
+
+    def create_multipart(self, key: str, metadata: dict[str, str], content_type: str) -> str:
+        resp = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, **self._extra(metadata, content_type)
+        )
+        return resp["UploadId"]
+
+    def upload_part(self, key: str, upload_id: str, number: int, body) -> str:
+        resp = self.client.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+        )
+        return resp["ETag"]
+
+    def upload_part_copy(self, key: str, upload_id: str, number: int, start: int, end: int) -> str:
+        """Copy bytes ``[start, end)`` of the current object into a part, server-side."""
+        resp = self.client.upload_part_copy(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            CopySource={"Bucket": self.bucket, "Key": key},
+            CopySourceRange=f"bytes={start}-{end - 1}",
+        )
+        return resp["CopyPartResult"]["ETag"]
+
+    def complete_multipart(self, key: str, upload_id: str, etags: dict[int, str]) -> str:
+        parts = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
+        resp = self.client.complete_multipart_upload(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+        return resp.get("ETag")
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
     def upload(self, filename: str, key: str, metadata: dict[str, str], content_type: str) -> None:
         """Upload a staged file; s3transfer switches to parallel multipart for big ones."""

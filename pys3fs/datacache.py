@@ -1,0 +1,370 @@
+"""The local data cache: object bytes in sparse files, with a record of what is present.
+
+Each cached object is one sparse file plus a small JSON record (key, ETag, size, present
+ranges). Reads fetch only the ranges that are missing; the record lets a later open, or
+a later mount, reuse what is there as long as the object's ETag has not changed. Writes
+go to the same file and are tracked as dirty ranges until uploaded.
+
+Limits (``max_cache_size``, ``ensure_diskfree``) are enforced before every write into
+the cache: clean files that are not open are evicted least-recently-used first; dirty
+data is never evicted; when nothing can give way the write fails with ENOSPC.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from fuse import FuseOSError
+
+from .ranges import RangeSet
+
+log = logging.getLogger("pys3fs.datacache")
+
+
+@dataclass
+class CacheLimits:
+    """0 means "no limit"."""
+
+    max_cache_size: int = 0
+    ensure_diskfree: int = 0
+
+
+class CacheFile:
+    """One object's cached bytes. Callers hold ``lock`` around every use."""
+
+    def __init__(self, cache: DataCache, key: str, name: str) -> None:
+        self.cache = cache
+        self.key = key
+        self.name = name
+        self.path = os.path.join(cache.data_dir, name)
+        self.etag: str | None = None
+        self.remote_size = 0
+        self.remote_limit = 0  # leading bytes of the remote version still in the file
+        self.size = 0
+        self.present = RangeSet()
+        self.dirty = RangeSet()
+        self.lock = threading.RLock()
+        self.refs = 0
+        self.detached = False  # unlinked while open: deleted at the last release
+        self.last_used = time.monotonic()
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    # -- state ---------------------------------------------------------------------------
+    def reset(self, etag: str | None, size: int) -> None:
+        """Forget all cached bytes: the object is ``size`` bytes at version ``etag``."""
+        os.ftruncate(self.fd, 0)
+        self.cache.account(self, -self.present.total())
+        self.present = RangeSet()
+        self.dirty = RangeSet()
+        self.etag = etag
+        self.remote_size = self.remote_limit = self.size = size
+        os.ftruncate(self.fd, size)
+
+    def matches(self, etag: str | None, size: int) -> bool:
+        return etag is not None and self.etag == etag and self.remote_size == size
+
+    @property
+    def is_dirty(self) -> bool:
+        return bool(self.dirty) or not (self.size == self.remote_size == self.remote_limit)
+
+    def missing(self, start: int, end: int) -> list[tuple[int, int]]:
+        """Ranges of ``[start, end)`` that must come from S3 (never beyond the object)."""
+        end = min(end, self.size, self.remote_limit)
+        return self.present.gaps(start, end) if start < end else []
+
+    # -- bytes ---------------------------------------------------------------------------
+    def pread(self, size: int, offset: int) -> bytes:
+        self.last_used = time.monotonic()
+        size = max(0, min(size, self.size - offset))
+        return os.pread(self.fd, size, offset) if size else b""
+
+    def store(self, offset: int, data: bytes | memoryview, dirty: bool) -> None:
+        """Write bytes into the cache file (fetched from S3, or written by a user)."""
+        new = len(data) - self._covered(offset, offset + len(data))
+        self.cache.reserve(new, self)
+        os.pwrite(self.fd, data, offset)
+        self.present.add(offset, offset + len(data))
+        self.cache.account(self, new)
+        if dirty:
+            self.dirty.add(offset, offset + len(data))
+            self.size = max(self.size, offset + len(data))
+        self.last_used = time.monotonic()
+
+    def _covered(self, start: int, end: int) -> int:
+        return (end - start) - sum(e - s for s, e in self.present.gaps(start, end))
+
+    def fill(self, offset: int, data: bytes | memoryview) -> None:
+        """Store bytes fetched from S3, only where nothing newer is present."""
+        view = memoryview(data)
+        for start, end in self.present.gaps(offset, offset + len(view)):
+            self.store(start, view[start - offset : end - offset], dirty=False)
+
+    def truncate(self, length: int) -> None:
+        if length < self.size:
+            before = self.present.total()
+            self.present.clip(length)
+            self.dirty.clip(length)
+            self.cache.account(self, self.present.total() - before)
+            self.remote_limit = min(self.remote_limit, length)
+            os.ftruncate(self.fd, length)
+        elif length > self.size:
+            self.cache.reserve(length - self.size, self)
+            os.ftruncate(self.fd, length)
+            self.present.add(self.size, length)
+            self.dirty.add(self.size, length)
+            self.cache.account(self, length - self.size)
+        self.size = length
+
+    def mark_clean(self, etag: str | None) -> None:
+        """After an upload: the cache file is exactly the object at ``etag``."""
+        self.dirty = RangeSet()
+        self.etag = etag
+        self.remote_size = self.remote_limit = self.size
+        self.save()
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self) -> None:
+        """Record what is present, so a later open or mount can reuse it."""
+        if self.is_dirty or self.etag is None:
+            return
+        record = {
+            "key": self.key,
+            "etag": self.etag,
+            "size": self.size,
+            "present": self.present.to_list(),
+        }
+        tmp = self.path + ".json.tmp"
+        with open(tmp, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, self.path + ".json")
+
+    def drop_record(self) -> None:
+        with _suppress_missing():
+            os.unlink(self.path + ".json")
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class _suppress_missing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        return kind is not None and issubclass(kind, FileNotFoundError)
+
+
+class DataCache:
+    """All cached objects of one mount, with size accounting and eviction."""
+
+    def __init__(self, root: str, bucket: str, limits: CacheLimits) -> None:
+        self.limits = limits
+        self.bucket_dir = os.path.join(root, bucket)
+        self.failed_dir = os.path.join(self.bucket_dir, "failed")
+        self._lock = threading.RLock()
+        self._files: dict[str, CacheFile] = {}
+        self._used = 0
+        self._lockfile: int | None = None
+        self.persistent = False
+        self.data_dir = ""
+
+    # -- setup ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Create the directories; reuse the shared data dir unless another mount has it."""
+        os.makedirs(self.bucket_dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.bucket_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            self.data_dir = tempfile.mkdtemp(dir=self.bucket_dir, prefix="private-")
+            log.info("cache %s is used by another mount: not persisting", self.bucket_dir)
+            return
+        self._lockfile = fd
+        self.persistent = True
+        self.data_dir = os.path.join(self.bucket_dir, "data")
+        os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        self._load()
+
+    def _load(self) -> None:
+        """Pick up what earlier mounts left: clean files with a record are reusable."""
+        for name in os.listdir(self.data_dir):
+            path = os.path.join(self.data_dir, name)
+            if name.endswith((".json", ".tmp")):
+                continue
+            try:
+                with open(path + ".json") as f:
+                    record = json.load(f)
+                cf = CacheFile(self, record["key"], name)
+                cf.etag = record["etag"]
+                cf.size = cf.remote_size = cf.remote_limit = record["size"]
+                cf.present = RangeSet(tuple(r) for r in record["present"])
+            except (OSError, ValueError, KeyError, TypeError):
+                _remove_quietly(path)
+                _remove_quietly(path + ".json")
+                continue
+            self._files[cf.key] = cf
+            self._used += cf.present.total()
+            cf.close()
+            cf.fd = -1
+
+    def close(self) -> None:
+        with self._lock:
+            for cf in self._files.values():
+                with cf.lock:
+                    if not cf.is_dirty:
+                        cf.save()
+                    cf.close()
+            self._files.clear()
+        if not self.persistent and self.data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self._lockfile is not None:
+            os.close(self._lockfile)
+            self._lockfile = None
+
+    # -- files ---------------------------------------------------------------------------
+    def acquire(self, key: str, etag: str | None, size: int, exists: bool) -> CacheFile:
+        """The cache file of ``key``, valid for version ``etag`` (reset if it is not)."""
+        with self._lock:
+            cf = self._files.get(key)
+            if cf is None:
+                cf = CacheFile(self, key, uuid.uuid4().hex)
+                self._files[key] = cf
+            elif cf.fd < 0:
+                cf.fd = os.open(cf.path, os.O_RDWR | os.O_CREAT, 0o600)
+            cf.refs += 1
+        with cf.lock:
+            if cf.refs == 1 and not cf.is_dirty and not (exists and cf.matches(etag, size)):
+                cf.drop_record()
+                cf.reset(etag if exists else None, size if exists else 0)
+            cf.last_used = time.monotonic()
+        return cf
+
+    def release(self, cf: CacheFile) -> None:
+        with self._lock:
+            cf.refs -= 1
+            if cf.refs > 0:
+                return
+        if cf.detached:
+            self._delete(cf)
+            return
+        with cf.lock:
+            if cf.is_dirty:
+                return
+            cf.save()
+
+    def forget(self, key: str) -> None:
+        """The object is gone or replaced: drop its cached bytes (unless open)."""
+        with self._lock:
+            cf = self._files.get(key)
+            if cf is None or cf.refs > 0:
+                return
+            del self._files[key]
+            self._used -= cf.present.total()
+        self._delete(cf)
+
+    def detach(self, key: str) -> None:
+        """The path of an open file was deleted or replaced: a new file with the same key
+        must not share these bytes; they go away at the last release."""
+        with self._lock:
+            cf = self._files.pop(key, None)
+            if cf is None:
+                return
+            self._used -= cf.present.total()
+            cf.detached = True
+            if cf.refs > 0:
+                return
+        self._delete(cf)
+
+    def rekey(self, old: str, new: str) -> None:
+        """Follow a rename of an open or cached object."""
+        if old == new:
+            return
+        self.detach(new)
+        with self._lock:
+            cf = self._files.pop(old, None)
+            if cf is not None:
+                cf.key = new
+                self._files[new] = cf
+        if cf is not None:
+            with cf.lock:
+                cf.drop_record()
+                cf.save()
+
+    def _delete(self, cf: CacheFile) -> None:
+        with cf.lock:
+            cf.close()
+            _remove_quietly(cf.path)
+            _remove_quietly(cf.path + ".json")
+
+    def keep_failed(self, cf: CacheFile) -> str:
+        """Copy data whose upload never succeeded where the user can find it."""
+        os.makedirs(self.failed_dir, mode=0o700, exist_ok=True)
+        safe = cf.key.replace("/", "%2F")[:200]
+        target = os.path.join(self.failed_dir, f"{safe}.{int(time.time())}")
+        shutil.copyfile(cf.path, target)
+        with open(target + ".json", "w") as f:
+            json.dump({"key": cf.key, "size": cf.size, "dirty": cf.dirty.to_list()}, f)
+        return target
+
+    # -- accounting and limits -----------------------------------------------------------
+    def account(self, cf: CacheFile, delta: int) -> None:
+        if cf.detached:
+            return
+        with self._lock:
+            self._used += delta
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    def reserve(self, nbytes: int, asking: CacheFile) -> None:
+        """Make room for ``nbytes`` more, evicting clean closed files; else ENOSPC."""
+        if nbytes <= 0 or not (self.limits.max_cache_size or self.limits.ensure_diskfree):
+            return
+        while self._over(nbytes):
+            if not self._evict_one(asking):
+                raise FuseOSError(errno.ENOSPC)
+
+    def _over(self, nbytes: int) -> bool:
+        limits = self.limits
+        if limits.max_cache_size and self._used + nbytes > limits.max_cache_size:
+            return True
+        if limits.ensure_diskfree:
+            st = os.statvfs(self.data_dir)
+            if st.f_bavail * st.f_frsize - nbytes < limits.ensure_diskfree:
+                return True
+        return False
+
+    def _evict_one(self, asking: CacheFile) -> bool:
+        with self._lock:
+            candidates = [
+                cf
+                for cf in self._files.values()
+                if cf is not asking and cf.refs == 0 and not cf.is_dirty and cf.present
+            ]
+            if not candidates:
+                return False
+            victim = min(candidates, key=lambda cf: cf.last_used)
+            del self._files[victim.key]
+            self._used -= victim.present.total()
+        log.debug("evicting %s from the cache", victim.key)
+        self._delete(victim)
+        return True
+
+
+def _remove_quietly(path: str) -> None:
+    with _suppress_missing():
+        os.unlink(path)

@@ -1,0 +1,337 @@
+"""Moving bytes between S3 and the data cache: parallel ranged reads, streamed uploads.
+
+Reads: a sequential reader gets a read-ahead window that doubles up to ``max_window``,
+fetched as parallel ranged GETs of ``chunk`` bytes straight into the cache file; a
+random reader fetches only the small aligned blocks it touches.
+
+Writes: every complete part of new data is uploaded (UploadPart) in the background as
+soon as it is written, so closing a big file waits only for the last parts. At flush,
+parts that hold no changes are copied server-side from the old object (UploadPartCopy)
+instead of being downloaded and uploaded again.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import logging
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from fuse import FuseOSError
+
+from .datacache import CacheFile
+from .s3client import Backend, errno_for
+
+log = logging.getLogger("pys3fs.transfers")
+
+BLOCK = 64 * 1024
+CHUNK = 8 * 1024 * 1024
+STREAM_READ = 1024 * 1024
+
+
+class FileSlice(io.RawIOBase):
+    """A read-only, seekable view of ``[start, start+length)`` of a file descriptor.
+
+    botocore streams request bodies from it, so uploading a part never holds the
+    part in memory.
+    """
+
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        super().__init__()
+        self.fd, self.start, self.length, self.pos = fd, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return self.length
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.length}[whence]
+        self.pos = max(0, min(self.length, base + offset))
+        return self.pos
+
+    def read(self, size: int = -1) -> bytes:
+        left = self.length - self.pos
+        size = left if size is None or size < 0 else min(size, left)
+        data = os.pread(self.fd, size, self.start + self.pos) if size > 0 else b""
+        self.pos += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class Reader:
+    """Fills one cache file from S3 on demand, with read-ahead for sequential access."""
+
+    def __init__(
+        self, backend: Backend, pool: ThreadPoolExecutor, cf: CacheFile, max_window: int
+    ) -> None:
+        self.backend, self.pool, self.cf = backend, pool, cf
+        self.max_window = max(max_window, CHUNK)
+        self.window = 0
+        self.next_offset = 0
+        self._lock = threading.Lock()
+        self._inflight: list[tuple[int, int, Future]] = []
+
+    def read(self, offset: int, size: int) -> bytes:
+        cf = self.cf
+        end = offset + size
+        sequential = offset == self.next_offset or (offset == 0 and self.window == 0)
+        self.next_offset = end
+        with cf.lock:
+            need = cf.missing(offset, end)
+        if sequential:
+            self.window = min(max(self.window * 2, CHUNK), self.max_window)
+        else:
+            self.window = 0
+        if need:
+            self.wait(self._schedule(need, CHUNK if sequential else BLOCK))
+        if sequential:
+            self.prefetch(end, self.window)
+        with cf.lock:
+            return cf.pread(size, offset)
+
+    def ensure(self, start: int, end: int) -> None:
+        """Make ``[start, end)`` present (used before uploading a partly written part)."""
+        with self.cf.lock:
+            need = self.cf.missing(start, end)
+        if need:
+            self.wait(self._schedule(need, CHUNK))
+
+    def prefetch(self, start: int, length: int) -> None:
+        with self.cf.lock:
+            need = self.cf.missing(start, start + length)
+        if need:
+            self._schedule(need, CHUNK)
+
+    def _schedule(self, ranges: list[tuple[int, int]], align: int) -> list[Future]:
+        """Futures that together cover ``ranges``, reusing fetches already under way."""
+        futures: list[Future] = []
+        limit = self.cf.remote_limit
+        with self._lock:
+            self._inflight = [t for t in self._inflight if not t[2].done()]
+            for start, end in ranges:
+                start = start - start % align
+                end = min(limit, -(-end // align) * align)
+                pos = start
+                while pos < end:
+                    piece_end = min(end, (pos // CHUNK + 1) * CHUNK if align == CHUNK else end)
+                    covering = [
+                        f for s, e, f in self._inflight if s <= pos < e or pos <= s < piece_end
+                    ]
+                    if covering:
+                        futures.extend(covering)
+                    else:
+                        future = self.pool.submit(self._fetch, pos, piece_end)
+                        self._inflight.append((pos, piece_end, future))
+                        futures.append(future)
+                    pos = piece_end
+        return futures
+
+    def _fetch(self, start: int, end: int) -> None:
+        """One ranged GET streamed into the cache file, a megabyte at a time."""
+        body = self.backend.get_stream(self.cf.key, start, end - start)
+        pos = start
+        try:
+            while pos < end:
+                chunk = body.read(min(STREAM_READ, end - pos))
+                if not chunk:
+                    break
+                with self.cf.lock:
+                    if self.cf.fd < 0:
+                        return
+                    self.cf.fill(pos, chunk)
+                pos += len(chunk)
+        finally:
+            body.close()
+        if pos < end:
+            raise FuseOSError(errno.EIO)
+
+    @staticmethod
+    def wait(futures: list[Future]) -> None:
+        for future in futures:
+            exc = future.exception()
+            if exc is not None:
+                if isinstance(exc, FuseOSError):
+                    raise exc
+                log.error("fetch failed: %s", exc)
+                raise FuseOSError(errno_for(exc)) from exc
+
+    def close(self) -> None:
+        """Cancel read-ahead that has not started; wait for what is running."""
+        with self._lock:
+            running = [f for _, _, f in self._inflight if not f.cancel()]
+            self._inflight = []
+        wait(running)
+
+
+@dataclass
+class PartState:
+    start: int
+    end: int
+    generation: int
+    future: Future | None = None
+    etag: str | None = None
+
+
+@dataclass
+class Upload:
+    """A multipart upload in progress for one open file."""
+
+    upload_id: str
+    parts: dict[int, PartState] = field(default_factory=dict)
+
+
+class Writer:
+    """Uploads one cache file: streamed parts while writing, the rest at flush."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        pool: ThreadPoolExecutor,
+        cf: CacheFile,
+        reader: Reader,
+        part_size: int,
+        max_inflight: int,
+    ) -> None:
+        self.backend, self.pool, self.cf, self.reader = backend, pool, cf, reader
+        self.part_size = part_size
+        self.max_inflight = max_inflight
+        self.upload: Upload | None = None
+        self.generations: dict[int, int] = {}
+        self.pending: set[int] = set()
+        self.meta: tuple[dict[str, str], str] | None = None
+        self._lock = threading.Lock()
+
+    # -- while writing -------------------------------------------------------------------
+    def wrote(self, start: int, end: int, meta: tuple[dict[str, str], str]) -> None:
+        """Note a write; start uploading every complete part of fresh data."""
+        self.meta = meta
+        ps = self.part_size
+        first, last = start // ps, (end - 1) // ps
+        with self._lock:
+            for k in range(first, last + 1):
+                self.generations[k] = self.generations.get(k, 0) + 1
+            candidates = sorted(self.pending | set(range(first, last + 1)))
+            self.pending.clear()
+        for k in candidates:
+            self._maybe_stream(k)
+
+    def _maybe_stream(self, k: int) -> None:
+        ps, cf = self.part_size, self.cf
+        start, end = k * ps, (k + 1) * ps
+        with cf.lock:
+            if end > cf.size or not cf.dirty.contains(start, end):
+                return
+        with self._lock:
+            if self.upload is not None:
+                part = self.upload.parts.get(k + 1)
+                if part is not None and part.generation == self.generations[k]:
+                    return
+                inflight = sum(
+                    1 for p in self.upload.parts.values() if p.future and not p.future.done()
+                )
+                if inflight >= self.max_inflight:
+                    self.pending.add(k)  # tried again at the next write
+                    return
+        self._submit_part(k, start, end)
+
+    def _ensure_upload(self) -> Upload:
+        with self._lock:
+            if self.upload is None:
+                meta, ctype = self.meta or ({}, "application/octet-stream")
+                upload_id = self.backend.create_multipart(self.cf.key, meta, ctype)
+                self.upload = Upload(upload_id)
+            return self.upload
+
+    def _submit_part(self, k: int, start: int, end: int) -> None:
+        upload = self._ensure_upload()
+        with self._lock:
+            generation = self.generations.get(k, 0)
+            future = self.pool.submit(self._put_part, upload.upload_id, k + 1, start, end)
+            upload.parts[k + 1] = PartState(start, end, generation, future)
+
+    def _put_part(self, upload_id: str, number: int, start: int, end: int) -> str:
+        body = FileSlice(self.cf.fd, start, end - start)
+        return self.backend.upload_part(self.cf.key, upload_id, number, body)
+
+    # -- flush ---------------------------------------------------------------------------
+    def flush(self, meta: dict[str, str], content_type: str) -> str | None:
+        """Upload everything; returns the new ETag. Raises EIO (data kept) on failure."""
+        self.meta = (meta, content_type)
+        cf = self.cf
+        try:
+            if cf.size < self.part_size and self.upload is None:
+                self.reader.ensure(0, cf.size)
+                body = FileSlice(cf.fd, 0, cf.size)
+                return self.backend.put_stream(cf.key, body, meta, content_type)
+            return self._complete_multipart(meta, content_type)
+        except FuseOSError:
+            self.abort()
+            raise
+        except Exception as exc:
+            log.error("upload of %s failed: %s", cf.key, exc)
+            self.abort()
+            raise FuseOSError(errno.EIO) from exc
+
+    def _complete_multipart(self, meta: dict[str, str], content_type: str) -> str | None:
+        cf, ps = self.cf, self.part_size
+        upload = self._ensure_upload()
+        with self._lock:
+            running = [p.future for p in upload.parts.values() if p.future]
+        self.reader.wait([f for f in running if f is not None])
+        count = max(1, -(-cf.size // ps))
+        for number in [n for n in upload.parts if n > count]:
+            del upload.parts[number]
+        jobs: dict[int, Future] = {}
+        for k in range(count):
+            start, end = k * ps, min((k + 1) * ps, cf.size)
+            part = upload.parts.get(k + 1)
+            fresh = part is not None and part.generation == self.generations.get(k, 0)
+            if fresh and part.start == start and part.end == end and part.future:
+                jobs[k + 1] = part.future
+                continue
+            with cf.lock:
+                clean = not cf.dirty.overlaps(start, end) and end <= cf.remote_limit
+            if clean and cf.etag is not None:
+                jobs[k + 1] = self.pool.submit(
+                    self.backend.upload_part_copy, cf.key, upload.upload_id, k + 1, start, end
+                )
+            else:
+                self.reader.ensure(start, end)
+                jobs[k + 1] = self.pool.submit(self._put_part, upload.upload_id, k + 1, start, end)
+                upload.parts[k + 1] = PartState(start, end, self.generations.get(k, 0))
+        self.reader.wait(list(jobs.values()))
+        etags = {n: f.result() for n, f in jobs.items()}
+        etag = self.backend.complete_multipart(cf.key, upload.upload_id, etags)
+        self.upload = None
+        self.generations.clear()
+        self.pending.clear()
+        return etag
+
+    def abort(self) -> None:
+        """Drop a multipart upload that cannot complete (its data stays in the cache)."""
+        with self._lock:
+            upload, self.upload = self.upload, None
+            self.generations.clear()
+            self.pending.clear()
+        if upload is None:
+            return
+        wait([p.future for p in upload.parts.values() if p.future])
+        try:
+            self.backend.abort_multipart(self.cf.key, upload.upload_id)
+        except Exception as exc:  # the server may be down; the upload expires there
+            log.warning("could not abort upload %s of %s: %s", upload.upload_id, self.cf.key, exc)
