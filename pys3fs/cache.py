@@ -1,4 +1,4 @@
-"""Metadata caches and the local cache directory.
+"""Metadata caches: attributes, missing names and listing hints, keyed by path.
 
 Attribute lookups are the hottest path of any S3 filesystem (``ls -l`` stats every
 entry), so positive and negative answers are kept for ``stat_cache_expire`` seconds in
@@ -8,12 +8,6 @@ changes wait for the TTL.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import shutil
-import stat
-import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -80,53 +74,3 @@ class MetaCache:
             for cache in (self._entries, self._missing, self._hints):
                 for key in [k for k in list(cache.keys()) if k == path or is_below(k, path)]:
                     cache.pop(key, None)
-
-
-class CacheDir:
-    """The local directory where file data is staged before upload.
-
-    It is private to the mounting user (0700) because it holds other users' file data
-    when ``allow_other`` is on. Each daemon stages in its own subdirectory, so two mounts
-    may share one cache directory. Files whose upload failed move to ``failed/`` so
-    nothing written is lost.
-    """
-
-    def __init__(self, root: str, bucket: str) -> None:
-        self.root = root
-        self.bucket_dir = os.path.join(root, bucket)
-        self.failed = os.path.join(self.bucket_dir, "failed")
-        self.staging = ""
-
-    def prepare(self) -> None:
-        """Create the directories; raises OSError with a clear errno when impossible."""
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
-        if not stat.S_ISDIR(os.stat(self.root).st_mode):
-            raise NotADirectoryError(errno.ENOTDIR, "not a directory", self.root)
-        os.makedirs(self.bucket_dir, mode=0o700, exist_ok=True)
-        self.staging = tempfile.mkdtemp(dir=self.bucket_dir, prefix="staging-")
-
-    def new_file(self) -> str:
-        """A fresh, empty staging file only this daemon uses."""
-        fd, name = tempfile.mkstemp(dir=self.staging, prefix="f-")
-        os.close(fd)
-        return name
-
-    def keep(self, filename: str, key: str) -> str:
-        """Keep a staging file whose upload failed under a name that says what it is."""
-        os.makedirs(self.failed, mode=0o700, exist_ok=True)
-        safe = key.replace("/", "%2F")[:200]
-        target = os.path.join(self.failed, f"{safe}.{os.path.basename(filename)}")
-        try:
-            shutil.copyfile(filename, target)
-        except OSError:
-            return filename
-        return target
-
-    def remove(self, filename: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(filename)
-
-    def cleanup(self) -> None:
-        """Remove this daemon's staging directory at a clean exit."""
-        if self.staging:
-            shutil.rmtree(self.staging, ignore_errors=True)

@@ -205,15 +205,6 @@ class Backend:
             found.extend(page.objects)
         return found
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        """Bytes ``[start, start+length)`` of an object (fewer at its end)."""
-        if length <= 0:
-            return b""
-        resp = self.client.get_object(
-            Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
-        )
-        return resp["Body"].read()
-
     def get_stream(self, key: str, start: int, length: int):
         """A streaming body of bytes ``[start, start+length)``: read it in pieces."""
         resp = self.client.get_object(
@@ -223,10 +214,6 @@ class Backend:
 
     def get(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-
-    def download(self, key: str, filename: str) -> None:
-        """Whole object to a local file, in parallel ranged parts for big objects."""
-        self.client.download_file(self.bucket, key, filename, Config=self.transfer_config)
 
     # -- writes --------------------------------------------------------------------------
     def _extra(self, metadata: dict[str, str], content_type: str) -> dict:
@@ -280,16 +267,6 @@ class Backend:
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-
-    def upload(self, filename: str, key: str, metadata: dict[str, str], content_type: str) -> None:
-        """Upload a staged file; s3transfer switches to parallel multipart for big ones."""
-        self.client.upload_file(
-            filename,
-            self.bucket,
-            key,
-            ExtraArgs=self._extra(metadata, content_type),
-            Config=self.transfer_config,
-        )
 
     def copy(
         self,

@@ -1,0 +1,192 @@
+"""The data path through a real mount: block cache, read-ahead, streamed multipart
+uploads, UploadPartCopy and the cache limits."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import time
+
+import pytest
+
+MiB = 1024 * 1024
+
+
+def stats(mnt) -> dict[str, int]:
+    return json.loads(os.getxattr(mnt.mountpoint, "user.pys3fs.stats"))["requests"]
+
+
+def delta(before: dict[str, int], after: dict[str, int], kind: str) -> int:
+    return after.get(kind, 0) - before.get(kind, 0)
+
+
+def cache_usage(cache_dir: str) -> int:
+    """Bytes the data cache really occupies on disk (sparse files count what they hold)."""
+    total = 0
+    for root, _, files in os.walk(cache_dir):
+        for name in files:
+            if "/data" in root or "/private-" in root:
+                total += os.stat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+def put_random(s3, bucket: str, key: str, size: int, seed: int = 1) -> bytes:
+    data = (hashlib.sha256(str(seed).encode()).digest() * (size // 32 + 1))[:size]
+    data = bytes(b ^ (i * 7 & 0xFF) for i, b in enumerate(data[:4096])) + data[4096:]
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    return data
+
+
+def s3_bytes(s3, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_partial_read_fetches_only_the_needed_blocks(s3, bucket, mounter, tmp_path):
+    data = put_random(s3, bucket, "big.bin", 32 * MiB)
+    cache = str(tmp_path / "c")
+    mnt = mounter(bucket, f"use_cache={cache}")
+    os.stat(mnt.path("big.bin"))
+    before = stats(mnt)
+    fd = os.open(mnt.path("big.bin"), os.O_RDONLY)
+    try:
+        assert os.pread(fd, 4096, 20 * MiB + 123) == data[20 * MiB + 123 : 20 * MiB + 123 + 4096]
+    finally:
+        os.close(fd)
+    after = stats(mnt)
+    assert delta(before, after, "GET") <= 2
+    assert cache_usage(cache) < 2 * MiB  # not the 32 MiB object
+
+
+def test_cached_blocks_serve_later_mounts_while_the_etag_is_unchanged(
+    s3, bucket, mounter, tmp_path
+):
+    data = put_random(s3, bucket, "f.bin", 6 * MiB)
+    cache = str(tmp_path / "c")
+    first = mounter(bucket, f"use_cache={cache}")
+    with open(first.path("f.bin"), "rb") as f:
+        assert f.read() == data
+    first.unmount()
+
+    second = mounter(bucket, f"use_cache={cache}")
+    before = stats(second)
+    with open(second.path("f.bin"), "rb") as f:
+        assert f.read() == data
+    assert delta(before, stats(second), "GET") == 0
+
+
+def test_a_changed_etag_invalidates_cached_blocks(s3, bucket, mounter, tmp_path):
+    put_random(s3, bucket, "f.bin", 2 * MiB, seed=1)
+    cache = str(tmp_path / "c")
+    mnt = mounter(bucket, f"use_cache={cache}", "stat_cache_expire=1")
+    with open(mnt.path("f.bin"), "rb") as f:
+        f.read()
+    newer = put_random(s3, bucket, "f.bin", 2 * MiB, seed=2)  # same size, new ETag
+    time.sleep(1.5)  # let the attribute cache expire
+    with open(mnt.path("f.bin"), "rb") as f:
+        assert f.read() == newer
+    mnt.unmount()
+
+    newest = put_random(s3, bucket, "f.bin", 2 * MiB, seed=3)
+    again = mounter(bucket, f"use_cache={cache}")
+    with open(again.path("f.bin"), "rb") as f:
+        assert f.read() == newest
+
+
+def test_a_big_file_streams_as_multipart_while_it_is_written(s3, bucket, mounter):
+    mnt = mounter(bucket, "multipart_size=8")
+    block = os.urandom(MiB)
+    digest = hashlib.md5()
+    with open(mnt.path("big.bin"), "wb") as f:
+        for _ in range(72):
+            f.write(block)
+            digest.update(block)
+        f.flush()
+        # Before close, parts of an upload in progress are already in S3.
+        parts = []
+        for _ in range(300):
+            uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+            if uploads:
+                upload_id = uploads[0]["UploadId"]
+                parts = s3.list_parts(Bucket=bucket, Key="big.bin", UploadId=upload_id).get(
+                    "Parts", []
+                )
+                if parts:
+                    break
+            time.sleep(0.1)
+        assert parts, "no part was uploaded before close"
+        for _ in range(48):
+            f.write(block)
+            digest.update(block)
+    head = s3.head_object(Bucket=bucket, Key="big.bin")
+    assert head["ContentLength"] == 120 * MiB
+    assert head["ETag"].strip('"').endswith("-15")
+    assert hashlib.md5(s3_bytes(s3, bucket, "big.bin")).hexdigest() == digest.hexdigest()
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+def test_small_overwrite_in_a_large_object_copies_unchanged_parts(s3, bucket, mounter):
+    data = bytearray(put_random(s3, bucket, "large.bin", 48 * MiB))
+    mnt = mounter(bucket, "multipart_size=8")
+    os.stat(mnt.path("large.bin"))
+    before = stats(mnt)
+    patch = b"P" * 4096
+    with open(mnt.path("large.bin"), "r+b") as f:
+        f.seek(20 * MiB + 100)
+        f.write(patch)
+    after = stats(mnt)
+    data[20 * MiB + 100 : 20 * MiB + 100 + 4096] = patch
+    assert delta(before, after, "COPY") == 5  # six 8 MiB parts, one of them re-uploaded
+    assert delta(before, after, "GET") <= 2  # only the changed part was read
+    assert s3_bytes(s3, bucket, "large.bin") == bytes(data)
+
+
+def test_append_to_a_large_object_keeps_its_start_server_side(s3, bucket, mounter):
+    data = put_random(s3, bucket, "log.bin", 24 * MiB)
+    mnt = mounter(bucket, "multipart_size=8")
+    before = stats(mnt)
+    with open(mnt.path("log.bin"), "ab") as f:
+        f.write(b"tail" * 1000)
+    after = stats(mnt)
+    assert delta(before, after, "COPY") == 3  # the three old parts, server-side
+    assert delta(before, after, "GET") == 0  # nothing of the old data was downloaded
+    assert s3_bytes(s3, bucket, "log.bin") == data + b"tail" * 1000
+
+
+def test_the_cache_limit_evicts_clean_data_least_recently_used_first(
+    s3, bucket, mounter, tmp_path
+):
+    objects = {f"o{i}": put_random(s3, bucket, f"o{i}", 6 * MiB, seed=i) for i in range(4)}
+    cache = str(tmp_path / "c")
+    mnt = mounter(bucket, f"use_cache={cache}", "max_cache_size=16")
+    for key, data in objects.items():
+        with open(mnt.path(key), "rb") as f:
+            assert f.read() == data
+        assert cache_usage(cache) <= 16 * MiB + MiB
+    before = stats(mnt)
+    os.system("sync; echo 1 > /proc/sys/vm/drop_caches 2>/dev/null")
+    with open(mnt.path("o3"), "rb") as f:  # most recent: still cached
+        assert f.read() == objects["o3"]
+    assert delta(before, stats(mnt), "GET") == 0
+
+
+def test_enospc_when_dirty_data_fills_the_cache_and_nothing_is_damaged(
+    s3, bucket, mounter, tmp_path
+):
+    mnt = mounter(bucket, f"use_cache={tmp_path / 'c'}", "max_cache_size=8")
+    block = os.urandom(MiB)
+    written = 0
+    fd = os.open(mnt.path("fill.bin"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with pytest.raises(OSError) as exc:
+            for _ in range(16):
+                os.write(fd, block)
+                written += len(block)
+        assert exc.value.errno == errno.ENOSPC
+        assert 4 * MiB <= written <= 8 * MiB
+    finally:
+        os.close(fd)
+    assert s3_bytes(s3, bucket, "fill.bin") == block * (written // MiB)
+    with open(mnt.path("fill.bin"), "rb") as f:
+        assert f.read() == block * (written // MiB)
