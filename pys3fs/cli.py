@@ -28,6 +28,7 @@ from .daemon import DETACHED_ENV, StartError, notify_ready, spawn
 from .datacache import CacheLimits, DataCache
 from .fs import S3Operations
 from .handles import FileTable, Owner, TransferSettings
+from .metaindex import MetaIndex
 from .namespace import Namespace
 from .options import MountOptions, OptionError, build_options
 from .paths import KeyMap
@@ -232,8 +233,9 @@ def build_operations(opts: MountOptions, settings: ClientSettings, data: DataCac
         ctime_ns=started,
         atime_ns=started,
     )
+    index = MetaIndex(os.path.join(data.bucket_dir, "metadata.sqlite"))
     namespace = Namespace(
-        backend, keys, meta, files, owner, root, workers=opts.max_thread_count * 2
+        backend, keys, meta, files, owner, root, workers=opts.max_thread_count * 4, index=index
     )
     policy = AttrPolicy(
         uid=owner.uid,

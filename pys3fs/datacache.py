@@ -88,17 +88,38 @@ class CacheFile:
         size = max(0, min(size, self.size - offset))
         return os.pread(self.fd, size, offset) if size else b""
 
-    def store(self, offset: int, data: bytes | memoryview, dirty: bool) -> None:
-        """Write bytes into the cache file (fetched from S3, or written by a user)."""
+    def store(self, offset: int, data: bytes | memoryview, dirty: bool) -> int:
+        """Write bytes into the cache file (fetched from S3, or written by a user).
+
+        Returns how many were stored: fewer than given when the disk filled up (like a
+        short write(2)); ENOSPC only when not one byte fitted."""
         new = len(data) - self._covered(offset, offset + len(data))
         self.cache.reserve(new, self)
-        os.pwrite(self.fd, data, offset)
-        self.present.add(offset, offset + len(data))
+        written = self._pwrite_all(data, offset)
+        self.present.add(offset, offset + written)
         self.cache.account(self, new)
         if dirty:
-            self.dirty.add(offset, offset + len(data))
-            self.size = max(self.size, offset + len(data))
+            self.dirty.add(offset, offset + written)
+            self.size = max(self.size, offset + written)
         self.last_used = time.monotonic()
+        if written == 0 and len(data):
+            raise FuseOSError(errno.ENOSPC)
+        return written
+
+    def _pwrite_all(self, data: bytes | memoryview, offset: int) -> int:
+        """Write everything the disk takes; when it is full, evict clean files and retry.
+        Returns how much was written (less than asked only when the disk stays full)."""
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            try:
+                done += os.pwrite(self.fd, view[done:], offset + done)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC or not self.cache.evict_one(self):
+                    if done == 0 and exc.errno != errno.ENOSPC:
+                        raise
+                    return done
+        return done
 
     def _covered(self, start: int, end: int) -> int:
         return (end - start) - sum(e - s for s, e in self.present.gaps(start, end))
@@ -107,7 +128,8 @@ class CacheFile:
         """Store bytes fetched from S3, only where nothing newer is present."""
         view = memoryview(data)
         for start, end in self.present.gaps(offset, offset + len(view)):
-            self.store(start, view[start - offset : end - offset], dirty=False)
+            if self.store(start, view[start - offset : end - offset], dirty=False) < end - start:
+                raise FuseOSError(errno.ENOSPC)
 
     def truncate(self, length: int) -> None:
         if length < self.size:
@@ -144,9 +166,13 @@ class CacheFile:
             "present": self.present.to_list(),
         }
         tmp = self.path + ".json.tmp"
-        with open(tmp, "w") as f:
-            json.dump(record, f)
-        os.replace(tmp, self.path + ".json")
+        try:
+            with open(tmp, "w") as f:
+                json.dump(record, f)
+            os.replace(tmp, self.path + ".json")
+        except OSError as exc:  # only an optimisation: a full disk must not fail a close
+            log.warning("cannot record cache state of %s: %s", self.key, exc)
+            _remove_quietly(tmp)
 
     def drop_record(self) -> None:
         with _suppress_missing():
@@ -335,7 +361,7 @@ class DataCache:
         if nbytes <= 0 or not (self.limits.max_cache_size or self.limits.ensure_diskfree):
             return
         while self._over(nbytes):
-            if not self._evict_one(asking):
+            if not self.evict_one(asking):
                 raise FuseOSError(errno.ENOSPC)
 
     def _over(self, nbytes: int) -> bool:
@@ -348,7 +374,7 @@ class DataCache:
                 return True
         return False
 
-    def _evict_one(self, asking: CacheFile) -> bool:
+    def evict_one(self, asking: CacheFile) -> bool:
         with self._lock:
             candidates = [
                 cf

@@ -82,10 +82,10 @@ class OpenFile:
             with self.cf.lock:
                 if append:
                     offset = self.cf.size
-                self.cf.store(offset, data, dirty=True)
+                written = self.cf.store(offset, data, dirty=True)
             self._touch()
-        self.writer.wrote(offset, offset + len(data), self._meta())
-        return len(data)
+        self.writer.wrote(offset, offset + written, self._meta())
+        return written
 
     def truncate(self, length: int) -> None:
         with self.lock, self.cf.lock:

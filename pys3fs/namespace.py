@@ -17,6 +17,7 @@ from fuse import FuseOSError
 from .attrs import Entry, encode_entry, entry_from_object, implicit_dir, now_ns
 from .cache import Hint, MetaCache
 from .handles import FileTable, Owner
+from .metaindex import MetaIndex
 from .paths import KeyMap, is_below, join, parent, valid_name
 from .s3client import Backend, ObjectInfo
 
@@ -37,7 +38,9 @@ class Namespace:
         owner: Owner,
         root_entry: Entry,
         workers: int = 16,
+        index: MetaIndex | None = None,
     ) -> None:
+        self.index = index or MetaIndex(None)
         self.backend = backend
         self.keys = keys
         self.cache = cache
@@ -55,6 +58,7 @@ class Namespace:
         if of is not None:
             return of.entry.copy(size=of.size())
         entry = self.cache.get(path)
+        self.backend.stats.hit("attr", entry is not None)
         if entry is not None:
             return entry
         if self.cache.is_missing(path):
@@ -128,8 +132,56 @@ class Namespace:
             self.cache.put_hint(join(path, name), Hint(is_dir=True))
         for name in files.keys() - dirs:
             self.cache.put_hint(join(path, name), Hint(is_dir=False))
+        self._fill_attributes(path, dirs, {n: o for n, o in files.items() if n not in dirs})
         names = dirs | files.keys() | self.files.local_names(path).keys()
         return sorted(names)
+
+    def _fill_attributes(self, path: str, dirs: set[str], files: dict[str, ObjectInfo]) -> None:
+        """Put every listed entry in the attribute cache, so ``ls -l`` and ``find`` that
+        follow cost no request per entry: the metadata index answers for objects whose
+        (ETag, Last-Modified) it has seen, and the rest are HEADed concurrently."""
+        heads: list[tuple[str, str, bool]] = []
+        for name, obj in files.items():
+            child = join(path, name)
+            if self.cache.get(child) is not None:
+                continue
+            known = self.index.get(obj.key, obj.etag, modified(obj))
+            self.backend.stats.hit("index", known is not None)
+            if known is not None:
+                self.cache.put(child, known.copy(size=obj.size))
+            else:
+                heads.append((child, obj.key, False))
+        for name in dirs:
+            child = join(path, name)
+            if self.cache.get(child) is None:
+                heads.append((child, self.keys.dir_prefix(child), True))
+        if not heads:
+            return
+        learned: list[tuple[str, int, Entry]] = []
+        for child, info, is_dir in self.pool.map(self._head_quietly, heads):
+            if is_dir:
+                entry = (
+                    entry_from_object(info, as_dir=True)
+                    if info
+                    else implicit_dir(self.root_entry.mtime_ns)
+                )
+            elif info is None:
+                continue  # deleted since the listing, or the server failed: lookup decides
+            else:
+                entry = entry_from_object(info)
+                listed = files.get(child.rsplit("/", 1)[1])
+                if listed is not None and listed.etag == info.etag:
+                    learned.append((info.key, modified(listed), entry))
+            self.cache.put(child, entry)
+        self.index.put_many(learned)
+
+    def _head_quietly(self, job: tuple[str, str, bool]):
+        child, key, is_dir = job
+        try:
+            return child, self.backend.head(key), is_dir
+        except Exception as exc:  # a later lookup of this name retries and reports
+            log.debug("HEAD %s failed during listing: %s", key, exc)
+            return child, None, False
 
     def is_empty(self, path: str) -> bool:
         prefix = self.keys.dir_prefix(path)
@@ -278,3 +330,9 @@ class Namespace:
         self.cache.forget_tree(old)
         self.cache.forget_tree(new)
         self.cache.put_missing(old)
+
+
+def modified(listed: ObjectInfo) -> int:
+    """A listing's Last-Modified in milliseconds (HEAD gives only seconds, so the index is
+    filled and read with listing values only)."""
+    return listed.mtime_ns // 1_000_000

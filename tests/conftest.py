@@ -198,6 +198,16 @@ def is_mounted(mountpoint: str) -> bool:
         return any(line.split()[1] == mountpoint for line in f)
 
 
+def mount_options(mountpoint: str) -> set[str]:
+    """The options the kernel shows for a mount (from /proc/self/mounts)."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if fields[1] == mountpoint:
+                return set(fields[3].split(","))
+    raise AssertionError(f"{mountpoint} is not mounted")
+
+
 def force_unmount(mountpoint: str, pids: list[int] | None = None, timeout: float = 60) -> None:
     """Unmount however it takes, and make sure the daemons are gone."""
     pids = daemon_pids(mountpoint) if pids is None else pids

@@ -20,6 +20,7 @@ from conftest import (
     force_unmount,
     free_port,
     is_mounted,
+    mount_options,
     start_moto,
 )
 
@@ -357,15 +358,6 @@ def test_mount_words_are_accepted(mounter, bucket):
         f.write("ok")
     with open(fs.path("f")) as f:
         assert f.read() == "ok"
-
-
-def mount_options(mountpoint: str) -> set[str]:
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            fields = line.split()
-            if fields[1] == mountpoint:
-                return set(fields[3].split(","))
-    raise AssertionError(f"{mountpoint} is not mounted")
 
 
 def test_generic_fuse_options_reach_the_kernel(mounter, bucket):

@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -154,9 +155,7 @@ def test_append_to_a_large_object_keeps_its_start_server_side(s3, bucket, mounte
     assert s3_bytes(s3, bucket, "log.bin") == data + b"tail" * 1000
 
 
-def test_the_cache_limit_evicts_clean_data_least_recently_used_first(
-    s3, bucket, mounter, tmp_path
-):
+def test_the_cache_limit_evicts_clean_data_least_recently_used_first(s3, bucket, mounter, tmp_path):
     objects = {f"o{i}": put_random(s3, bucket, f"o{i}", 6 * MiB, seed=i) for i in range(4)}
     cache = str(tmp_path / "c")
     mnt = mounter(bucket, f"use_cache={cache}", "max_cache_size=16")
@@ -181,12 +180,62 @@ def test_enospc_when_dirty_data_fills_the_cache_and_nothing_is_damaged(
     try:
         with pytest.raises(OSError) as exc:
             for _ in range(16):
-                os.write(fd, block)
-                written += len(block)
+                written += os.write(fd, block)
         assert exc.value.errno == errno.ENOSPC
         assert 4 * MiB <= written <= 8 * MiB
     finally:
         os.close(fd)
-    assert s3_bytes(s3, bucket, "fill.bin") == block * (written // MiB)
+    assert s3_bytes(s3, bucket, "fill.bin") == (block * 16)[:written]
     with open(mnt.path("fill.bin"), "rb") as f:
-        assert f.read() == block * (written // MiB)
+        assert f.read() == (block * 16)[:written]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 MiB tmpfs for the cache directory: a disk that really fills up."""
+    path = tmp_path / "small-disk"
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(path)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield str(path)
+    subprocess.run(["umount", "-l", str(path)])
+
+
+def write_until_full(path: str, block: bytes, limit: int) -> tuple[int, int]:
+    """Write blocks until an error or ``limit`` blocks; returns (bytes written, errno)."""
+    written, code = 0, 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for _ in range(limit):
+            written += os.write(fd, block)  # a short write counts what it wrote
+    except OSError as exc:
+        code = exc.errno
+    finally:
+        os.close(fd)
+    return written, code
+
+
+def test_ensure_diskfree_keeps_free_space_on_the_cache_disk(small_disk, s3, bucket, mounter):
+    mnt = mounter(bucket, f"use_cache={small_disk}", "ensure_diskfree=16")
+    block = os.urandom(MiB)
+    written, code = write_until_full(mnt.path("f.bin"), block, 24)
+    assert code == errno.ENOSPC
+    assert 4 * MiB <= written <= 8 * MiB
+    assert s3_bytes(s3, bucket, "f.bin") == (block * 24)[:written]
+
+
+def test_a_full_cache_disk_evicts_clean_data_then_fails_with_enospc(
+    small_disk, s3, bucket, mounter
+):
+    old = put_random(s3, bucket, "old.bin", 8 * MiB)
+    mnt = mounter(bucket, f"use_cache={small_disk}")
+    with open(mnt.path("old.bin"), "rb") as f:  # 8 MiB of clean data in the cache
+        assert f.read() == old
+    block = os.urandom(MiB)
+    written, code = write_until_full(mnt.path("new.bin"), block, 40)
+    assert code == errno.ENOSPC
+    assert written > 16 * MiB  # the clean 8 MiB gave way to the new data
+    assert s3_bytes(s3, bucket, "new.bin") == (block * 40)[:written]
+    with open(mnt.path("new.bin"), "rb") as f:
+        assert f.read() == (block * 40)[:written]
+    assert s3_bytes(s3, bucket, "old.bin") == old

@@ -17,7 +17,7 @@ import tempfile
 import time
 
 import pytest
-from conftest import PYS3FS, daemon_pids, force_unmount, is_mounted
+from conftest import PYS3FS, daemon_pids, force_unmount, is_mounted, mount_options
 
 import pys3fs
 from pys3fs.daemon import StartError
@@ -56,15 +56,6 @@ def wait_mounted(mountpoint: str, proc: subprocess.Popen, timeout: float = 60) -
         assert proc.poll() is None, f"pys3fs exited with {proc.returncode}"
         assert time.monotonic() < deadline, "mount did not appear"
         time.sleep(0.05)
-
-
-def mount_options(mountpoint: str) -> set[str]:
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            fields = line.split()
-            if fields[1] == mountpoint:
-                return set(fields[3].split(","))
-    raise AssertionError(f"{mountpoint} is not mounted")
 
 
 def body(s3, bucket: str, key: str) -> bytes:

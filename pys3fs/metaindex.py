@@ -1,0 +1,98 @@
+"""A persistent index of decoded object metadata, in the cache directory.
+
+Listings carry size, ETag and Last-Modified but no user metadata, so without help
+``ls -l`` costs one HEAD per entry. Any change of an object's metadata rewrites the
+object (a new Last-Modified, usually a new ETag), so metadata decoded once stays
+right for as long as a listing shows the same (ETag, Last-Modified): this index keeps
+it across attribute-cache expiry and across mounts, and can never serve stale modes
+or owners.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from dataclasses import asdict
+
+from .attrs import Entry
+
+log = logging.getLogger("pys3fs.metaindex")
+
+FIELDS = (
+    "mode",
+    "size",
+    "uid",
+    "gid",
+    "mtime_ns",
+    "ctime_ns",
+    "atime_ns",
+    "content_type",
+    "marker",
+    "symlink_target",
+)
+
+
+class MetaIndex:
+    """(key, ETag, Last-Modified) -> Entry, in SQLite; every failure degrades to a miss."""
+
+    def __init__(self, path: str | None) -> None:
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        if path is None:
+            return
+        try:
+            db = sqlite3.connect(path, check_same_thread=False, timeout=5, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=OFF")
+            columns = ", ".join(f"{name}" for name in FIELDS)
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, etag TEXT, "
+                f"modified INTEGER, {columns})"
+            )
+            self._db = db
+        except sqlite3.Error as exc:
+            log.warning("metadata index %s unusable, running without it: %s", path, exc)
+
+    def get(self, key: str, etag: str | None, modified_ns: int) -> Entry | None:
+        if self._db is None or etag is None:
+            return None
+        with self._lock:
+            try:
+                row = self._db.execute(
+                    f"SELECT {', '.join(FIELDS)} FROM entries "
+                    "WHERE key = ? AND etag = ? AND modified = ?",
+                    (key, etag, modified_ns),
+                ).fetchone()
+            except sqlite3.Error:
+                return None
+        if row is None:
+            return None
+        values = dict(zip(FIELDS, row, strict=True))
+        values["marker"] = bool(values["marker"])
+        return Entry(**values, etag=etag)
+
+    def put_many(self, items: list[tuple[str, int, Entry]]) -> None:
+        """Remember entries decoded from HEADs: (key, Last-Modified ns, entry)."""
+        if self._db is None:
+            return
+        rows = []
+        for key, modified_ns, entry in items:
+            if entry.etag is None:
+                continue
+            data = asdict(entry)
+            rows.append((key, entry.etag, modified_ns, *(data[name] for name in FIELDS)))
+        if not rows:
+            return
+        marks = ", ".join("?" * (3 + len(FIELDS)))
+        with self._lock:
+            try:
+                self._db.executemany(f"INSERT OR REPLACE INTO entries VALUES ({marks})", rows)
+            except sqlite3.Error as exc:
+                log.debug("metadata index write failed: %s", exc)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None

@@ -1,0 +1,91 @@
+"""Listings fill the attribute cache; the metadata index spares HEADs across mounts."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+
+def requests(mnt) -> dict[str, int]:
+    return json.loads(os.getxattr(mnt.mountpoint, "user.pys3fs.stats"))["requests"]
+
+
+def fill(s3, bucket: str, prefix: str, count: int) -> None:
+    def put(i: int) -> None:
+        meta = {"mode": str(stat.S_IFREG | 0o640), "uid": "1234", "gid": "2345"}
+        s3.put_object(Bucket=bucket, Key=f"{prefix}f{i:05d}", Body=b"x" * i, Metadata=meta)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, range(count)))
+
+
+def test_a_listing_fills_attributes_so_stat_costs_no_request(s3, bucket, mounter):
+    fill(s3, bucket, "d/", 60)
+    s3.put_object(Bucket=bucket, Key="d/sub/", Body=b"", ContentType="application/x-directory")
+    mnt = mounter(bucket)
+    names = os.listdir(mnt.path("d"))
+    assert len(names) == 61
+    before = requests(mnt)
+    for name in names:
+        st = os.lstat(mnt.path("d", name))
+        if name != "sub":
+            assert stat.S_IMODE(st.st_mode) == 0o640
+            assert (st.st_uid, st.st_gid) == (1234, 2345)
+            assert st.st_size == int(name[1:])
+    assert requests(mnt) == before  # not one request more
+
+
+def test_ls_l_shows_metadata_from_the_listing_pass(s3, bucket, mounter):
+    fill(s3, bucket, "", 30)
+    mnt = mounter(bucket)
+    out = subprocess.run(
+        ["ls", "-ln", mnt.mountpoint], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert len(rows) == 30
+    assert all(r[0] == "-rw-r-----" and r[2:4] == ["1234", "2345"] for r in rows)
+    assert requests(mnt).get("HEAD", 0) == 30  # one per entry, no more
+
+
+def test_a_warm_remount_needs_no_head(s3, bucket, mounter, tmp_path):
+    fill(s3, bucket, "many/", 1000)
+    cache = str(tmp_path / "cache")
+    first = mounter(bucket, f"use_cache={cache}")
+    subprocess.run(["ls", "-l", first.path("many")], capture_output=True, check=True)
+    assert requests(first).get("HEAD", 0) >= 1000
+    first.unmount()
+
+    second = mounter(bucket, f"use_cache={cache}")
+    out = subprocess.run(
+        ["ls", "-ln", second.path("many")], capture_output=True, text=True, check=True
+    ).stdout
+    assert len(out.splitlines()) == 1001
+    assert all(" 1234 2345 " in line for line in out.splitlines()[1:])
+    counts = requests(second)
+    assert counts.get("HEAD", 0) <= 2  # the directory itself, not its 1000 entries
+    assert counts.get("LIST", 0) >= 1
+
+
+def test_a_metadata_change_by_another_tool_is_not_hidden_by_the_index(
+    s3, bucket, mounter, tmp_path
+):
+    fill(s3, bucket, "", 3)
+    cache = str(tmp_path / "cache")
+    first = mounter(bucket, f"use_cache={cache}")
+    os.listdir(first.mountpoint)
+    first.unmount()
+    # chmod by another tool rewrites the object: new Last-Modified, maybe the same ETag
+    s3.copy_object(
+        Bucket=bucket,
+        Key="f00001",
+        CopySource={"Bucket": bucket, "Key": "f00001"},
+        Metadata={"mode": str(stat.S_IFREG | 0o600), "uid": "7", "gid": "8"},
+        MetadataDirective="REPLACE",
+    )
+    second = mounter(bucket, f"use_cache={cache}")
+    os.listdir(second.mountpoint)
+    st = os.stat(second.path("f00001"))
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, 7, 8)
