@@ -220,7 +220,11 @@ def build_operations(opts: MountOptions, settings: ClientSettings, data: DataCac
     backend = Backend(settings)
     owner = Owner(uid=os.getuid(), gid=os.getgid())
     meta = MetaCache(opts.stat_cache_expire, opts.max_stat_cache_size)
-    transfer = TransferSettings(part_size=opts.multipart_size, threads=opts.max_thread_count)
+    transfer = TransferSettings(
+        part_size=opts.multipart_size,
+        threads=opts.max_thread_count,
+        conditional_writes=opts.consistency == "strict",
+    )
     files = FileTable(backend, data, owner, transfer, on_upload=meta.put)
     keys = KeyMap(opts.prefix)
     started = time.time_ns()
@@ -250,6 +254,7 @@ def build_operations(opts: MountOptions, settings: ClientSettings, data: DataCac
         policy,
         keys,
         read_only=opts.read_only,
+        strict_open=opts.consistency == "strict",
         on_ready=notify_ready,
         on_exit=data.close,
     )

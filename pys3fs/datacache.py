@@ -301,6 +301,30 @@ class DataCache:
             self._used -= cf.present.total()
         self._delete(cf)
 
+    def forget_prefix(self, prefix: str) -> None:
+        """Drop the cached bytes of every closed, clean object below ``prefix``."""
+        with self._lock:
+            keys = [k for k, cf in self._files.items() if k.startswith(prefix) and cf.refs == 0]
+        for key in keys:
+            with self._lock:
+                cf = self._files.get(key)
+                if cf is None or cf.refs or cf.is_dirty:
+                    continue
+            self.forget(key)
+
+    def retag(self, key: str, old_etag: str | None, new_etag: str | None) -> None:
+        """A server-side copy gave the same bytes a new ETag: keep the cached bytes."""
+        with self._lock:
+            cf = self._files.get(key)
+        if cf is None:
+            return
+        with cf.lock:
+            if new_etag and old_etag and cf.etag == old_etag:
+                cf.etag = new_etag
+                cf.save()
+            elif cf.refs == 0 and cf.etag != new_etag:
+                cf.etag = None  # unknown version: the next open starts afresh
+
     def detach(self, key: str) -> None:
         """The path of an open file was deleted or replaced: a new file with the same key
         must not share these bytes; they go away at the last release."""

@@ -18,7 +18,7 @@ from .handles import FileTable, is_writable
 from .namespace import Namespace
 from .paths import KeyMap, parent
 from .s3client import errno_for
-from .stats import STATS_XATTR
+from .stats import INVALIDATE_XATTR, STATS_XATTR
 
 log = logging.getLogger("pys3fs.fs")
 
@@ -38,6 +38,7 @@ READ_ONLY_OPS = {
     "init",
     "destroy",
     "getxattr",
+    "setxattr",
     "listxattr",
 }
 
@@ -56,6 +57,7 @@ class S3Operations(Operations):
         policy: AttrPolicy,
         keys: KeyMap,
         read_only: bool = False,
+        strict_open: bool = True,
         on_ready=None,
         on_exit=None,
     ) -> None:
@@ -64,6 +66,7 @@ class S3Operations(Operations):
         self.policy = policy
         self.keys = keys
         self.read_only = read_only
+        self.strict_open = strict_open
         self.on_ready = on_ready
         self.on_exit = on_exit
 
@@ -132,6 +135,10 @@ class S3Operations(Operations):
         return []  # the control attributes are read by name, never copied by cp -a
 
     def setxattr(self, path, name, value, options, position=0):
+        if name == INVALIDATE_XATTR:
+            self.ns.lookup(path)
+            self.ns.invalidate(path)
+            return
         raise FuseOSError(errno.ENOTSUP)
 
     def removexattr(self, path, name):
@@ -199,7 +206,7 @@ class S3Operations(Operations):
         return self.files.open(path, self.keys.key(path), entry, os.O_RDWR, exists_remote=False)
 
     def open(self, path, flags):
-        entry = self.ns.lookup(path)
+        entry = self.ns.revalidate(path) if self.strict_open else self.ns.lookup(path)
         if entry.is_dir:
             raise FuseOSError(errno.EISDIR)
         if not stat.S_ISREG(entry.mode) and is_writable(flags):

@@ -24,7 +24,7 @@ from . import metadata
 from .attrs import Entry, encode_entry, now_ns
 from .datacache import CacheFile, DataCache
 from .paths import is_below, parent
-from .s3client import Backend
+from .s3client import Backend, ConflictError, Precondition
 from .transfers import Reader, Writer
 
 log = logging.getLogger("pys3fs.handles")
@@ -43,6 +43,7 @@ class TransferSettings:
     part_size: int = 16 * 1024 * 1024
     threads: int = 8
     max_readahead: int = 64 * 1024 * 1024
+    conditional_writes: bool = True
 
 
 class OpenFile:
@@ -58,6 +59,7 @@ class OpenFile:
         self.lock = threading.RLock()
         self.dirty = not exists  # metadata or data not yet in S3
         self.unlinked = False
+        self.conflict = False
         self.cf: CacheFile = table.data.acquire(key, entry.etag, entry.size, exists)
         settings = table.settings
         self.reader = Reader(table.backend, table.fetch_pool, self.cf, settings.max_readahead)
@@ -112,8 +114,14 @@ class OpenFile:
         with self.lock:
             if not self.needs_upload:
                 return
+            if self.conflict:
+                raise FuseOSError(errno.EIO)
             meta, ctype = self._meta()
-            etag = self.writer.flush(meta, ctype)
+            try:
+                etag = self.writer.flush(meta, ctype, self._precondition())
+            except ConflictError:
+                self._conflicted()
+                raise FuseOSError(errno.EIO) from None
             with self.cf.lock:
                 self.cf.mark_clean(etag)
             self.dirty = False
@@ -121,10 +129,38 @@ class OpenFile:
             self.entry = self.entry.copy(etag=etag, content_type=ctype, size=self.cf.size)
             self.table.on_upload(self.path, self.entry)
 
+    def _precondition(self) -> Precondition | None:
+        """Never overwrite what another host wrote since this one opened the file."""
+        if not self.table.settings.conditional_writes:
+            return None
+        if not self.exists_remote:
+            return Precondition(absent=True)
+        return Precondition(etag=self.cf.etag) if self.cf.etag else None
+
+    def _conflicted(self) -> None:
+        """Keep this writer's data, stop trying to upload it, and say where it is."""
+        self.conflict = True
+        try:
+            kept = self.table.data.keep_failed(self.cf)
+        except OSError as exc:
+            kept = f"(not kept: {exc})"
+        log.error(
+            "conflict: s3://%s/%s changed on S3 since it was opened here; "
+            "this writer's data was not uploaded and is kept in %s",
+            self.table.backend.bucket,
+            self.key,
+            kept,
+        )
+
     def close(self) -> str | None:
         """Last handle gone: stop transfers, keep unsaved data where the user finds it."""
         self.reader.close()
         kept = None
+        if self.conflict:
+            self.writer.abort()
+            self.table.data.detach(self.key)
+            self.table.data.release(self.cf)
+            return None
         with self.lock:
             if self.needs_upload:
                 try:

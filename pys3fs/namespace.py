@@ -98,6 +98,31 @@ class Namespace:
             return implicit_dir(self.root_entry.mtime_ns)
         return None
 
+    def revalidate(self, path: str) -> Entry:
+        """Close-to-open consistency: one HEAD tells whether another host changed the
+        file since it was cached; the new ETag then invalidates stale cached bytes."""
+        if path == "/" or self.files.lookup(path) is not None:
+            return self.lookup(path)
+        cached = self.cache.get(path)
+        if cached is not None and cached.is_dir:
+            return cached
+        info = self.backend.head(self.keys.key(path))
+        if info is None:
+            self.cache.forget(path)
+            return self.lookup(path)  # gone, or a directory
+        entry = entry_from_object(info)
+        self.cache.put(path, entry)
+        return entry
+
+    def invalidate(self, path: str) -> None:
+        """Forget everything cached for a file or a whole subtree (on demand)."""
+        self.cache.forget_tree(path)
+        if path == "/":
+            self.files.data.forget_prefix(self.keys.prefix)
+            return
+        self.files.data.forget(self.keys.key(path))
+        self.files.data.forget_prefix(self.keys.dir_prefix(path))
+
     def exists(self, path: str) -> Entry | None:
         try:
             return self.lookup(path)
@@ -269,11 +294,12 @@ class Namespace:
             return
         key = self.keys.key(path)
         ctype = entry.content_type or "application/octet-stream"
-        self.backend.copy(key, key, entry.size, metadata=meta, content_type=ctype)
-        self.cache.put(path, entry.copy(etag=None))
+        etag = self.backend.copy(key, key, entry.size, metadata=meta, content_type=ctype)
+        self.cache.put(path, entry.copy(etag=etag))
+        self.files.data.retag(key, entry.etag, etag)  # same bytes, new version
         if of is not None:
             with of.lock:
-                of.entry = of.entry.copy(**changes)
+                of.entry = of.entry.copy(**changes, etag=etag)
 
     # -- rename --------------------------------------------------------------------------
     def rename(self, old: str, new: str) -> None:
@@ -301,12 +327,15 @@ class Namespace:
         if dst is not None and dst.is_dir:
             self.rmdir(new)
         old_key, new_key = self.keys.key(old), self.keys.key(new)
-        self.backend.copy(old_key, new_key, src.size)
+        if of is not None:
+            src = src.copy(etag=of.cf.etag, size=of.size())
+        etag = self.backend.copy(old_key, new_key, src.size)
         self.backend.delete(old_key)
         self.files.unlinked(new, new_key)
         self.files.renamed(old, new, old_key, new_key)
+        self.files.data.retag(new_key, src.etag, etag)
         self.cache.put_missing(old)
-        self.cache.put(new, src.copy(ctime_ns=now_ns()) if of is None else src)
+        self.cache.put(new, src.copy(etag=etag))
 
     def _rename_dir(self, old: str, new: str, dst: Entry | None) -> None:
         for of in self.files.open_below(old):

@@ -105,6 +105,7 @@ class MountOptions:
     storage_class: str | None = None
     stat_cache_expire: float = 60.0
     max_stat_cache_size: int = 100_000
+    consistency: str = "strict"
     max_cache_size: int = 0
     ensure_diskfree: int = 0
     multipart_size: int = 16 * MiB
@@ -252,6 +253,12 @@ def _set_multipart(opts: MountOptions, name: str, value: str | None) -> None:
     opts.multipart_size = size * MiB
 
 
+def _set_consistency(opts: MountOptions, name: str, value: str | None) -> None:
+    if value not in ("strict", "relaxed"):
+        raise OptionError("option consistency: expected strict or relaxed")
+    opts.consistency = value
+
+
 def _set_iam(opts: MountOptions, name: str, value: str | None) -> None:
     opts.iam_role = value or "auto"
 
@@ -281,6 +288,7 @@ _HANDLERS = {
     "stat_cache_expire": _set("stat_cache_expire", _float),
     "max_stat_cache_size": _set("max_stat_cache_size", lambda n, v: _int(n, v, minimum=1)),
     "multipart_size": _set_multipart,
+    "consistency": _set_consistency,
     "max_cache_size": _set("max_cache_size", lambda n, v: _int(n, v) * MiB),
     "ensure_diskfree": _set("ensure_diskfree", lambda n, v: _int(n, v) * MiB),
     "max_thread_count": _set("max_thread_count", lambda n, v: _int(n, v, minimum=1)),

@@ -47,6 +47,19 @@ class ObjectInfo:
         return int(self.last_modified.timestamp() * 1_000_000_000)
 
 
+class ConflictError(Exception):
+    """The object changed on S3 since this host opened it: a write would overwrite
+    another writer's data, so it is refused."""
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """What the object on S3 must be for a write to go ahead (S3 conditional writes)."""
+
+    etag: str | None = None  # If-Match: still the version this host opened
+    absent: bool = False  # If-None-Match: *: nobody created it meanwhile
+
+
 @dataclass
 class ListPage:
     """One ListObjectsV2 page: sub-prefixes and objects directly below a prefix."""
@@ -91,6 +104,16 @@ def is_not_found(exc: BaseException) -> bool:
         return False
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return status == 404 or error_code(exc) in NOT_FOUND_CODES
+
+
+def is_precondition_failure(exc: BaseException) -> bool:
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status in (409, 412) or error_code(exc) in (
+        "PreconditionFailed",
+        "ConditionalRequestConflict",
+    )
 
 
 def errno_for(exc: BaseException) -> int:
@@ -146,6 +169,7 @@ class Backend:
         self.settings = settings
         self.bucket = settings.bucket
         self.client = client or make_client(settings)
+        self._unquoted_if_match = False
         self.stats = RequestStats()
         self.stats.attach(self.client)
         self.transfer_config = TransferConfig(
@@ -227,12 +251,56 @@ class Backend:
             Bucket=self.bucket, Key=key, Body=body, **self._extra(metadata, content_type)
         )
 
-    def put_stream(self, key: str, body, metadata: dict[str, str], content_type: str) -> str:
-        """PUT a file-like body (streamed, never held in memory); returns the ETag."""
-        resp = self.client.put_object(
-            Bucket=self.bucket, Key=key, Body=body, **self._extra(metadata, content_type)
-        )
-        return resp.get("ETag")
+    def put_stream(
+        self,
+        key: str,
+        body,
+        metadata: dict[str, str],
+        content_type: str,
+        cond: Precondition | None = None,
+    ) -> str:
+        """PUT a file-like body (streamed, never held in memory); returns the ETag.
+
+        With ``cond`` the PUT is conditional; a refusal raises ConflictError. Servers
+        differ in how they want the ETag of If-Match (Ceph RGW only takes it without
+        quotes), so a refusal while HEAD still shows the expected ETag retries once
+        with the other form and remembers it."""
+        kwargs = dict(Bucket=self.bucket, Key=key, Body=body, **self._extra(metadata, content_type))
+        if cond is not None and cond.absent:
+            kwargs["IfNoneMatch"] = "*"
+        elif cond is not None and cond.etag:
+            kwargs["IfMatch"] = self._etag_form(cond.etag)
+        for attempt in range(2):
+            try:
+                return self.client.put_object(**kwargs).get("ETag")
+            except botocore.exceptions.ClientError as exc:
+                if not is_precondition_failure(exc):
+                    raise
+                if attempt or "IfMatch" not in kwargs or not self._same_etag(key, cond.etag):
+                    raise ConflictError(key) from exc
+                self._unquoted_if_match = not self._unquoted_if_match
+                kwargs["IfMatch"] = self._etag_form(cond.etag)
+                body.seek(0)
+        raise ConflictError(key)
+
+    def _etag_form(self, etag: str) -> str:
+        bare = etag.strip('"')
+        return bare if self._unquoted_if_match else f'"{bare}"'
+
+    def _same_etag(self, key: str, etag: str | None) -> bool:
+        info = self.head(key)
+        return info is not None and etag is not None and info.etag == etag
+
+    def check_precondition(self, key: str, cond: Precondition | None) -> None:
+        """HEAD-based check, for writes (CompleteMultipartUpload) that servers may not
+        make conditional themselves; raises ConflictError."""
+        if cond is None or (cond.etag is None and not cond.absent):
+            return
+        info = self.head(key)
+        if cond.absent and info is not None:
+            raise ConflictError(key)
+        if cond.etag is not None and (info is None or info.etag != cond.etag):
+            raise ConflictError(key)
 
     def create_multipart(self, key: str, metadata: dict[str, str], content_type: str) -> str:
         resp = self.client.create_multipart_upload(
@@ -275,8 +343,9 @@ class Backend:
         size: int,
         metadata: dict[str, str] | None = None,
         content_type: str | None = None,
-    ) -> None:
-        """Server-side copy; with ``metadata`` the copy's metadata is replaced.
+    ) -> str | None:
+        """Server-side copy, returning the new ETag; with ``metadata`` the copy's
+        metadata is replaced.
 
         Objects below the multipart size take one CopyObject. Bigger ones go through
         s3transfer as parallel UploadPartCopy calls (CopyObject stops at 5 GiB); a
@@ -289,10 +358,10 @@ class Backend:
                 extra["MetadataDirective"] = "REPLACE"
             elif self.settings.storage_class:
                 extra["StorageClass"] = self.settings.storage_class
-            self.client.copy_object(
+            resp = self.client.copy_object(
                 Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}, **extra
             )
-            return
+            return resp.get("CopyObjectResult", {}).get("ETag")
         if metadata is None:
             info = self.head(src)
             if info is None:
@@ -305,6 +374,8 @@ class Backend:
             ExtraArgs=self._extra(metadata, content_type or "application/octet-stream"),
             Config=self.transfer_config,
         )
+        info = self.head(dst)
+        return info.etag if info else None
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)

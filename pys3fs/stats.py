@@ -12,6 +12,7 @@ import threading
 from collections import Counter
 
 STATS_XATTR = "user.pys3fs.stats"
+INVALIDATE_XATTR = "user.pys3fs.invalidate"
 
 KINDS = {
     "ListObjectsV2": "LIST",

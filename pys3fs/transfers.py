@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from fuse import FuseOSError
 
 from .datacache import CacheFile
-from .s3client import Backend, errno_for
+from .s3client import Backend, ConflictError, Precondition, errno_for
 
 log = logging.getLogger("pys3fs.transfers")
 
@@ -269,16 +269,22 @@ class Writer:
         return self.backend.upload_part(self.cf.key, upload_id, number, body)
 
     # -- flush ---------------------------------------------------------------------------
-    def flush(self, meta: dict[str, str], content_type: str) -> str | None:
-        """Upload everything; returns the new ETag. Raises EIO (data kept) on failure."""
+    def flush(
+        self, meta: dict[str, str], content_type: str, cond: Precondition | None = None
+    ) -> str | None:
+        """Upload everything; returns the new ETag. Raises EIO (data kept) on failure
+        and ConflictError when the object changed on S3 since it was opened."""
         self.meta = (meta, content_type)
         cf = self.cf
         try:
             if cf.size < self.part_size and self.upload is None:
                 self.reader.ensure(0, cf.size)
                 body = FileSlice(cf.fd, 0, cf.size)
-                return self.backend.put_stream(cf.key, body, meta, content_type)
-            return self._complete_multipart(meta, content_type)
+                return self.backend.put_stream(cf.key, body, meta, content_type, cond)
+            return self._complete_multipart(meta, content_type, cond)
+        except ConflictError:
+            self.abort()
+            raise
         except FuseOSError:
             self.abort()
             raise
@@ -287,7 +293,9 @@ class Writer:
             self.abort()
             raise FuseOSError(errno.EIO) from exc
 
-    def _complete_multipart(self, meta: dict[str, str], content_type: str) -> str | None:
+    def _complete_multipart(
+        self, meta: dict[str, str], content_type: str, cond: Precondition | None
+    ) -> str | None:
         cf, ps = self.cf, self.part_size
         upload = self._ensure_upload()
         with self._lock:
@@ -316,6 +324,7 @@ class Writer:
                 upload.parts[k + 1] = PartState(start, end, self.generations.get(k, 0))
         self.reader.wait(list(jobs.values()))
         etags = {n: f.result() for n, f in jobs.items()}
+        self.backend.check_precondition(cf.key, cond)
         etag = self.backend.complete_multipart(cf.key, upload.upload_id, etags)
         self.upload = None
         self.generations.clear()
