@@ -33,6 +33,9 @@ class MetaCache:
         self._entries: TTLCache = TTLCache(maxsize=maxsize, ttl=ttl)
         self._missing: TTLCache = TTLCache(maxsize=maxsize, ttl=min(ttl, 5.0))
         self._hints: TTLCache = TTLCache(maxsize=maxsize, ttl=ttl)
+        # Names of directories whose full content is known (listed, or made here):
+        # a name not in it needs no request to be "not found".
+        self._listings: TTLCache = TTLCache(maxsize=max(1, maxsize // 100), ttl=ttl)
 
     def get(self, path: str) -> Entry | None:
         with self._lock:
@@ -42,6 +45,25 @@ class MetaCache:
         with self._lock:
             self._entries[path] = entry
             self._missing.pop(path, None)
+            self._add_to_listing(path)
+
+    def _add_to_listing(self, path: str) -> None:
+        head, _, name = path.rpartition("/")
+        names = self._listings.get(head or "/")
+        if names is not None:
+            names.add(name)
+
+    def put_listing(self, path: str, names: set[str]) -> None:
+        """The complete content of a directory, as just listed (or just created)."""
+        with self._lock:
+            self._listings[path] = set(names)
+
+    def listed_absent(self, path: str) -> bool:
+        """True when the parent's known content says ``path`` does not exist."""
+        head, _, name = path.rpartition("/")
+        with self._lock:
+            names = self._listings.get(head or "/")
+            return names is not None and name not in names
 
     def is_missing(self, path: str) -> bool:
         with self._lock:
@@ -61,16 +83,19 @@ class MetaCache:
         with self._lock:
             self._hints[path] = hint
             self._missing.pop(path, None)
+            self._add_to_listing(path)
 
     def forget(self, path: str) -> None:
-        """Drop everything known about one path (its parent's listing may be stale too)."""
+        """Drop everything known about one path, and its parent's known content."""
         with self._lock:
             for cache in (self._entries, self._missing, self._hints):
                 cache.pop(path, None)
+            self._listings.pop(path.rpartition("/")[0] or "/", None)
 
     def forget_tree(self, path: str) -> None:
-        """Drop a path and everything below it."""
+        """Drop a path, everything below it, and its parent's known content."""
         with self._lock:
-            for cache in (self._entries, self._missing, self._hints):
+            for cache in (self._entries, self._missing, self._hints, self._listings):
                 for key in [k for k in list(cache.keys()) if k == path or is_below(k, path)]:
                     cache.pop(key, None)
+            self._listings.pop(path.rpartition("/")[0] or "/", None)

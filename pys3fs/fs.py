@@ -202,7 +202,6 @@ class S3Operations(Operations):
         uid, gid, _ = fuse_get_context()
         self.ns.check_new(path)
         entry = self.ns.new_entry(stat.S_IFREG | stat.S_IMODE(mode), uid, gid)
-        self.ns.cache.forget(path)
         return self.files.open(path, self.keys.key(path), entry, os.O_RDWR, exists_remote=False)
 
     def open(self, path, flags):

@@ -61,7 +61,8 @@ class Namespace:
         self.backend.stats.hit("attr", entry is not None)
         if entry is not None:
             return entry
-        if self.cache.is_missing(path):
+        self.keys.key(path)  # ENAMETOOLONG before any "not found"
+        if self.cache.is_missing(path) or self.cache.listed_absent(path):
             raise FuseOSError(errno.ENOENT)
         entry = self._fetch(path)
         if entry is None:
@@ -158,6 +159,7 @@ class Namespace:
         for name in files.keys() - dirs:
             self.cache.put_hint(join(path, name), Hint(is_dir=False))
         self._fill_attributes(path, dirs, {n: o for n, o in files.items() if n not in dirs})
+        self.cache.put_listing(path, dirs | files.keys())
         names = dirs | files.keys() | self.files.local_names(path).keys()
         return sorted(names)
 
@@ -219,16 +221,24 @@ class Namespace:
         t = now_ns()
         return Entry(mode=mode, uid=uid, gid=gid, mtime_ns=t, ctime_ns=t, atime_ns=t)
 
-    def check_new(self, path: str) -> None:
-        """EEXIST if taken, ENOENT/ENOTDIR if the parent is not a directory."""
+    def check_new(self, path: str, ask_s3: bool = False) -> None:
+        """EEXIST if taken, ENOENT/ENOTDIR if the parent is not a directory.
+
+        With ``ask_s3`` the answer comes from S3, not from negative caches: a directory
+        marker is not protected by a conditional write the way a new file's upload is."""
         self.require_dir(parent(path))
+        if ask_s3 and self.files.lookup(path) is None and self.cache.get(path) is None:
+            if self._fetch(path) is not None:
+                raise FuseOSError(errno.EEXIST)
+            return
         if self.exists(path) is not None:
             raise FuseOSError(errno.EEXIST)
 
     def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None:
-        self.check_new(path)
+        self.check_new(path, ask_s3=True)
         entry = self.new_entry(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid)
         self._put_marker(path, entry)
+        self.cache.put_listing(path, set())  # nothing can be below a name that was free
 
     def _put_marker(self, path: str, entry: Entry) -> None:
         meta = encode_entry(entry, self.owner.uid, self.owner.gid)
