@@ -54,6 +54,7 @@ class CacheFile:
         self.present = RangeSet()
         self.dirty = RangeSet()
         self.lock = threading.RLock()
+        self.arrived = threading.Condition(self.lock)  # notified when fetched bytes land
         self.refs = 0
         self.detached = False  # unlinked while open: deleted at the last release
         self.last_used = time.monotonic()
@@ -130,6 +131,7 @@ class CacheFile:
         for start, end in self.present.gaps(offset, offset + len(view)):
             if self.store(start, view[start - offset : end - offset], dirty=False) < end - start:
                 raise FuseOSError(errno.ENOSPC)
+        self.arrived.notify_all()
 
     def truncate(self, length: int) -> None:
         if length < self.size:

@@ -86,7 +86,7 @@ class OpenFile:
                     offset = self.cf.size
                 written = self.cf.store(offset, data, dirty=True)
             self._touch()
-        self.writer.wrote(offset, offset + written, self._meta())
+        self.writer.wrote(offset, offset + written, self._meta)
         return written
 
     def truncate(self, length: int) -> None:

@@ -98,11 +98,26 @@ class Reader:
         else:
             self.window = 0
         if need:
-            self.wait(self._schedule(need, CHUNK if sequential else BLOCK))
+            futures = self._schedule(need, CHUNK if sequential else BLOCK)
+            self._wait_present(offset, end, futures)
         if sequential:
             self.prefetch(end, self.window)
         with cf.lock:
             return cf.pread(size, offset)
+
+    def _wait_present(self, start: int, end: int, futures: list[Future]) -> None:
+        """Return as soon as ``[start, end)`` is in the cache file, which is usually
+        long before the ranged GETs that bring it have read their whole range."""
+        cf = self.cf
+        with cf.arrived:
+            while cf.missing(start, end):
+                if all(f.done() for f in futures):
+                    break
+                cf.arrived.wait(0.05)
+        self.wait([f for f in futures if f.done()])
+        with cf.lock:
+            if cf.missing(start, end):
+                self.wait(futures)
 
     def ensure(self, start: int, end: int) -> None:
         """Make ``[start, end)`` present (used before uploading a partly written part)."""
@@ -213,12 +228,15 @@ class Writer:
         self.upload: Upload | None = None
         self.generations: dict[int, int] = {}
         self.pending: set[int] = set()
-        self.meta: tuple[dict[str, str], str] | None = None
+        self.meta = lambda: ({}, "application/octet-stream")
         self._lock = threading.Lock()
 
     # -- while writing -------------------------------------------------------------------
-    def wrote(self, start: int, end: int, meta: tuple[dict[str, str], str]) -> None:
-        """Note a write; start uploading every complete part of fresh data."""
+    def wrote(self, start: int, end: int, meta) -> None:
+        """Note a write; start uploading every complete part of fresh data.
+
+        ``meta`` returns (metadata, content type); it is called only when an upload
+        starts, not on every write."""
         self.meta = meta
         ps = self.part_size
         first, last = start // ps, (end - 1) // ps
@@ -252,7 +270,7 @@ class Writer:
     def _ensure_upload(self) -> Upload:
         with self._lock:
             if self.upload is None:
-                meta, ctype = self.meta or ({}, "application/octet-stream")
+                meta, ctype = self.meta()
                 upload_id = self.backend.create_multipart(self.cf.key, meta, ctype)
                 self.upload = Upload(upload_id)
             return self.upload
@@ -274,7 +292,7 @@ class Writer:
     ) -> str | None:
         """Upload everything; returns the new ETag. Raises EIO (data kept) on failure
         and ConflictError when the object changed on S3 since it was opened."""
-        self.meta = (meta, content_type)
+        self.meta = lambda: (meta, content_type)
         cf = self.cf
         try:
             if cf.size < self.part_size and self.upload is None:
