@@ -1,8 +1,9 @@
 # pys3fs developer commands. `make demo` and `make test` work on a fresh Debian machine.
 PYTHON ?= .venv/bin/python
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: install setup demo demo-stop test test-ceph lint format clean
+.PHONY: install setup demo demo-stop test test-ceph bench bench-peers lint format clean
 
 setup:
 	scripts/setup.sh
@@ -25,13 +26,24 @@ test: setup
 test-ceph: setup
 	$(PYTHON) -m pytest --s3-server=ceph $(PYTEST_ARGS)
 
+# Benchmark on a throw-away Ceph RGW (needs root): raw boto3 vs pys3fs through a real mount.
+# `make bench-peers` adds s3fs-fuse and rclone mount and writes bench/results.md and .png.
+# BENCH_ARGS=--quick runs small sizes (results-quick.* then).
+bench: setup
+	$(PYTHON) -m pip install -q -e '.[bench]'
+	$(PYTHON) -m bench $(BENCH_ARGS)
+
+bench-peers: setup
+	$(PYTHON) -m pip install -q -e '.[bench]'
+	$(PYTHON) -m bench --peers --write-results $(BENCH_ARGS)
+
 lint: setup
-	.venv/bin/ruff check pys3fs tests
-	.venv/bin/ruff format --check pys3fs tests
+	.venv/bin/ruff check pys3fs tests bench
+	.venv/bin/ruff format --check pys3fs tests bench
 
 format:
-	.venv/bin/ruff format pys3fs tests
-	.venv/bin/ruff check --fix pys3fs tests
+	.venv/bin/ruff format pys3fs tests bench
+	.venv/bin/ruff check --fix pys3fs tests bench
 
 clean: demo-stop
 	rm -rf .venv .demo build *.egg-info

@@ -297,7 +297,10 @@ class Namespace:
                 of.entry = of.entry.copy(**changes)
                 of.dirty = True
             return
-        entry = self.lookup(path).copy(**changes)
+        current = self.lookup(path)
+        if all(getattr(current, k) == v for k, v in changes.items() if k != "ctime_ns"):
+            return  # tar and cp -p restate what is already there: no request needed
+        entry = current.copy(**changes)
         meta = encode_entry(entry, self.owner.uid, self.owner.gid)
         if entry.is_dir:
             self._put_marker(path, entry)
