@@ -60,14 +60,19 @@ class S3Server:
     kind: str = "moto"
     stop_cmd: list[str] | None = None  # run by stop(), for servers started by a script
 
-    def client(self):
+    def client(self, service: str = "s3", pool: int = 10):
+        """A boto3 client on this server; ``pool`` sizes its connection pool for threads."""
         return boto3.client(
-            "s3",
+            service,
             endpoint_url=self.url,
             region_name="us-east-1",
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 5},
+                max_pool_connections=pool,
+            ),
         )
 
     def stop(self) -> None:

@@ -209,7 +209,7 @@ def auth_server():
     server = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": str(NO_AUTH_REQUESTS)})
     try:
         iam = S3Server(url=server.url, access_key="bootstrap", secret_key="bootstrap")
-        iam_client = _iam(iam)
+        iam_client = iam.client("iam")
         iam_client.create_user(UserName="mounter")
         key = iam_client.create_access_key(UserName="mounter")["AccessKey"]
         policy = iam_client.create_policy(
@@ -232,18 +232,6 @@ def auth_server():
         yield good
     finally:
         server.stop()
-
-
-def _iam(server: S3Server):
-    import boto3
-
-    return boto3.client(
-        "iam",
-        endpoint_url=server.url,
-        region_name="us-east-1",
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-    )
 
 
 def test_auth_server_really_checks_keys(auth_server):

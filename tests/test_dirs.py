@@ -13,9 +13,7 @@ import stat
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 DIR_TYPE = "application/x-directory"
@@ -41,24 +39,8 @@ def keys_under(s3, bucket: str, prefix: str = "") -> set[str]:
     return keys
 
 
-def bulk_client(server, workers: int):
-    """A client whose connection pool is as large as the thread pool using it."""
-    return boto3.client(
-        "s3",
-        endpoint_url=server.url,
-        region_name="us-east-1",
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        config=Config(
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 5},
-            max_pool_connections=workers,
-        ),
-    )
-
-
 def put_many(server, bucket: str, keys: list[str], workers: int = 32) -> None:
-    client = bulk_client(server, workers)
+    client = server.client(pool=workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(lambda key: client.put_object(Bucket=bucket, Key=key, Body=b""), keys))
 
