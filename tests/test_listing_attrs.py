@@ -89,3 +89,20 @@ def test_a_metadata_change_by_another_tool_is_not_hidden_by_the_index(
     os.listdir(second.mountpoint)
     st = os.stat(second.path("f00001"))
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, 7, 8)
+
+
+def test_the_heads_of_a_listing_run_concurrently(s3, bucket, mounter, s3_server):
+    from dataclasses import replace
+
+    from s3proxy import S3Proxy
+
+    fill(s3, bucket, "d/", 48)
+    proxy = S3Proxy(s3_server.url).start()
+    try:
+        mnt = mounter(bucket, server=replace(s3_server, url=proxy.url))
+        assert len(os.listdir(mnt.path("d"))) == 48
+        assert proxy.total["HEAD"] >= 48
+        assert proxy.max_in_flight["HEAD"] > 1  # not one after another
+        mnt.unmount()
+    finally:
+        proxy.stop()

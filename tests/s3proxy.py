@@ -1,0 +1,77 @@
+"""An HTTP proxy on 127.0.0.1 between pys3fs and the S3 server, for tests that need to
+see (or later disturb) the requests themselves: it counts requests in flight by method."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+
+class S3Proxy:
+    """Forwards every request to ``target`` and records how many ran at once."""
+
+    def __init__(self, target: str) -> None:
+        parts = urlsplit(target)
+        self.target_host, self.target_port = parts.hostname, parts.port or 80
+        self._lock = threading.Lock()
+        self.in_flight: Counter[str] = Counter()
+        self.max_in_flight: Counter[str] = Counter()
+        self.total: Counter[str] = Counter()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def _forward(self) -> None:
+                proxy._enter(self.command)
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    body = self.rfile.read(length) if length else None
+                    conn = http.client.HTTPConnection(proxy.target_host, proxy.target_port, 60)
+                    headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                    headers["Host"] = f"{proxy.target_host}:{proxy.target_port}"
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    self.send_response(resp.status, resp.reason)
+                    for key, value in resp.getheaders():
+                        if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                            self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                    conn.close()
+                finally:
+                    proxy._leave(self.command)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _enter(self, method: str) -> None:
+        with self._lock:
+            self.in_flight[method] += 1
+            self.total[method] += 1
+            self.max_in_flight[method] = max(self.max_in_flight[method], self.in_flight[method])
+
+    def _leave(self, method: str) -> None:
+        with self._lock:
+            self.in_flight[method] -= 1
+
+    def start(self) -> S3Proxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
