@@ -93,6 +93,7 @@ class OpenFile:
         with self.lock, self.cf.lock:
             self.cf.truncate(length)
             self._touch()
+        self.writer.truncated(length)
 
     def _touch(self) -> None:
         self.dirty = True

@@ -88,6 +88,14 @@ class ClientSettings:
     storage_class: str | None = None
 
 
+def norm_etag(etag: str | None) -> str | None:
+    """One spelling for ETags: servers differ in quoting them (Ceph's CopyObject result
+    has none), and conditional writes compare them."""
+    if not etag:
+        return None
+    return '"' + etag.strip('"') + '"'
+
+
 def error_code(exc: BaseException) -> str:
     """The S3 error code of a ClientError ('' for anything else)."""
     if isinstance(exc, botocore.exceptions.ClientError):
@@ -191,7 +199,7 @@ class Backend:
         return ObjectInfo(
             key=key,
             size=resp.get("ContentLength", 0),
-            etag=resp.get("ETag"),
+            etag=norm_etag(resp.get("ETag")),
             last_modified=resp.get("LastModified"),
             metadata=dict(resp.get("Metadata") or {}),
             content_type=resp.get("ContentType"),
@@ -210,7 +218,7 @@ class Backend:
                     ObjectInfo(
                         key=o["Key"],
                         size=o.get("Size", 0),
-                        etag=o.get("ETag"),
+                        etag=norm_etag(o.get("ETag")),
                         last_modified=o.get("LastModified"),
                     )
                     for o in page.get("Contents", [])
@@ -272,7 +280,7 @@ class Backend:
             kwargs["IfMatch"] = self._etag_form(cond.etag)
         for attempt in range(2):
             try:
-                return self.client.put_object(**kwargs).get("ETag")
+                return norm_etag(self.client.put_object(**kwargs).get("ETag"))
             except botocore.exceptions.ClientError as exc:
                 if not is_precondition_failure(exc):
                     raise
@@ -331,7 +339,7 @@ class Backend:
         resp = self.client.complete_multipart_upload(
             Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
         )
-        return resp.get("ETag")
+        return norm_etag(resp.get("ETag"))
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
@@ -361,7 +369,7 @@ class Backend:
             resp = self.client.copy_object(
                 Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}, **extra
             )
-            return resp.get("CopyObjectResult", {}).get("ETag")
+            return norm_etag(resp.get("CopyObjectResult", {}).get("ETag"))
         if metadata is None:
             info = self.head(src)
             if info is None:

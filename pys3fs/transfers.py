@@ -64,6 +64,11 @@ class FileSlice(io.RawIOBase):
         left = self.length - self.pos
         size = left if size is None or size < 0 else min(size, left)
         data = os.pread(self.fd, size, self.start + self.pos) if size > 0 else b""
+        if len(data) < size:
+            # The file shrank under an upload already under way (a truncate): the request
+            # announced ``length`` bytes and must send them all, or the server waits
+            # forever. Such a part is stale and uploaded again before completion.
+            data += b"\0" * (size - len(data))
         self.pos += len(data)
         return data
 
@@ -248,6 +253,18 @@ class Writer:
         for k in candidates:
             self._maybe_stream(k)
 
+    def truncated(self, length: int) -> None:
+        """Parts at or after a truncation no longer hold what may have been streamed."""
+        with self._lock:
+            for k in list(self.generations):
+                if (k + 1) * self.part_size > length:
+                    self.generations[k] += 1
+            if self.upload is not None:
+                for number, part in self.upload.parts.items():
+                    if part.end > length:
+                        k = number - 1
+                        self.generations[k] = self.generations.get(k, 0) + 1
+
     def _maybe_stream(self, k: int) -> None:
         ps, cf = self.part_size, self.cf
         start, end = k * ps, (k + 1) * ps
@@ -318,7 +335,9 @@ class Writer:
         upload = self._ensure_upload()
         with self._lock:
             running = [p.future for p in upload.parts.values() if p.future]
-        self.reader.wait([f for f in running if f is not None])
+        # A part streamed earlier may have failed, or gone stale under a truncate (the
+        # server then refuses it): such parts are simply uploaded again below.
+        wait(running)
         count = max(1, -(-cf.size // ps))
         for number in [n for n in upload.parts if n > count]:
             del upload.parts[number]
@@ -326,8 +345,13 @@ class Writer:
         for k in range(count):
             start, end = k * ps, min((k + 1) * ps, cf.size)
             part = upload.parts.get(k + 1)
-            fresh = part is not None and part.generation == self.generations.get(k, 0)
-            if fresh and part.start == start and part.end == end and part.future:
+            fresh = (
+                part is not None
+                and part.generation == self.generations.get(k, 0)
+                and part.future is not None
+                and part.future.exception() is None
+            )
+            if fresh and part.start == start and part.end == end:
                 jobs[k + 1] = part.future
                 continue
             with cf.lock:

@@ -239,3 +239,19 @@ def test_a_full_cache_disk_evicts_clean_data_then_fails_with_enospc(
     with open(mnt.path("new.bin"), "rb") as f:
         assert f.read() == (block * 40)[:written]
     assert s3_bytes(s3, bucket, "old.bin") == old
+
+
+def test_truncate_after_streamed_parts_never_uploads_stale_bytes(s3, bucket, mounter):
+    mnt = mounter(bucket, "multipart_size=5")
+    first = os.urandom(MiB)
+    fd = os.open(mnt.path("t.bin"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        for _ in range(16):  # three full 5 MiB parts stream while writing
+            os.write(fd, first)
+        os.ftruncate(fd, 2 * MiB)
+        second = os.urandom(MiB)
+        os.pwrite(fd, second, 12 * MiB)  # beyond a hole of zeros
+    finally:
+        os.close(fd)
+    expected = first * 2 + b"\0" * (10 * MiB) + second
+    assert s3_bytes(s3, bucket, "t.bin") == expected
