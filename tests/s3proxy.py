@@ -34,8 +34,8 @@ class S3Proxy:
                     length = int(self.headers.get("Content-Length") or 0)
                     body = self.rfile.read(length) if length else None
                     conn = http.client.HTTPConnection(proxy.target_host, proxy.target_port, 60)
-                    headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                    headers["Host"] = f"{proxy.target_host}:{proxy.target_port}"
+                    # Headers go on unchanged, Host included: it is part of the signature.
+                    headers = dict(self.headers.items())
                     conn.request(self.command, self.path, body=body, headers=headers)
                     resp = conn.getresponse()
                     data = resp.read()
