@@ -13,10 +13,10 @@ import stat
 
 from fuse import FuseOSError, Operations, fuse_get_context
 
-from .attrs import AttrPolicy
+from .attrs import AttrPolicy, now_ns
 from .handles import FileTable, is_writable
 from .namespace import Namespace
-from .paths import KeyMap, parent
+from .paths import KeyMap
 from .s3client import errno_for
 from .stats import INVALIDATE_XATTR, STATS_XATTR
 
@@ -109,10 +109,11 @@ class S3Operations(Operations):
 
     def chmod(self, path, mode):
         entry = self.ns.lookup(path)
-        self.ns.set_attrs(path, mode=stat.S_IFMT(entry.mode) | stat.S_IMODE(mode), ctime_ns=now())
+        mode = stat.S_IFMT(entry.mode) | stat.S_IMODE(mode)
+        self.ns.set_attrs(path, mode=mode, ctime_ns=now_ns())
 
     def chown(self, path, uid, gid):
-        changes = {"ctime_ns": now()}
+        changes = {"ctime_ns": now_ns()}
         if uid != -1:
             changes["uid"] = uid
         if gid != -1:
@@ -121,9 +122,9 @@ class S3Operations(Operations):
 
     def utimens(self, path, times=None):
         if times is None:
-            t = now()
+            t = now_ns()
             times = (t, t)
-        self.ns.set_attrs(path, atime_ns=times[0], mtime_ns=times[1], ctime_ns=now())
+        self.ns.set_attrs(path, atime_ns=times[0], mtime_ns=times[1], ctime_ns=now_ns())
 
     # -- extended attributes: only pys3fs's own control attributes ----------------------
     def getxattr(self, path, name, position=0):
@@ -245,12 +246,3 @@ class S3Operations(Operations):
 
     def release(self, path, fh):
         self.files.release(fh)
-
-    def parent_of(self, path: str) -> str:
-        return parent(path)
-
-
-def now() -> int:
-    from .attrs import now_ns
-
-    return now_ns()

@@ -135,10 +135,6 @@ def errno_for(exc: BaseException) -> int:
     return errno.EIO
 
 
-def fuse_error(exc: BaseException) -> FuseOSError:
-    return FuseOSError(errno_for(exc))
-
-
 def make_client(settings: ClientSettings):
     """A thread-safe boto3 S3 client built from the mount settings."""
     config = Config(
