@@ -20,7 +20,7 @@ import time
 
 import botocore.exceptions
 
-from . import __version__
+from . import __version__, pending
 from .attrs import AttrPolicy, Entry
 from .cache import MetaCache
 from .credentials import CredentialsError, resolve_credentials
@@ -28,10 +28,12 @@ from .daemon import DETACHED_ENV, StartError, notify_ready, spawn
 from .datacache import CacheLimits, DataCache
 from .fs import S3Operations
 from .handles import FileTable, Owner, TransferSettings
+from .journal import Journal, journal_dir, load_records
 from .metaindex import MetaIndex
 from .namespace import Namespace
 from .options import MountOptions, OptionError, build_options
 from .paths import KeyMap
+from .recovery import recover
 from .s3client import Backend, ClientSettings, error_code, make_client
 from .stats import STATS_XATTR, format_stats
 
@@ -153,15 +155,31 @@ def check_cache_dir(opts: MountOptions) -> str:
     return root
 
 
-def open_data_cache(opts: MountOptions) -> DataCache:
+def open_data_cache(opts: MountOptions) -> tuple[DataCache, Journal | None]:
+    """The data cache, and its upload journal when this mount owns the directory."""
     root = check_cache_dir(opts)
     limits = CacheLimits(opts.max_cache_size, opts.ensure_diskfree)
     data = DataCache(root, opts.bucket, limits)
     try:
-        data.prepare()
+        pending = load_records(journal_dir(data.bucket_dir))
+        data.prepare(keep=frozenset(r.name for r in pending))
+        journal = Journal(data.bucket_dir) if data.persistent else None
     except OSError as exc:
         raise StartupError(f"cache directory {root}: {exc.strerror or exc}") from None
-    return data
+    if opts.writeback and journal is None:
+        data.close()
+        raise StartupError(f"writeback needs a cache directory of its own: {root} is in use")
+    return data, journal
+
+
+def check_writeback(opts: MountOptions) -> None:
+    """Writeback keeps unsent data in the cache directory: it cannot share one."""
+    root = check_cache_dir(opts)
+    if opts.writeback and not DataCache(root, opts.bucket, CacheLimits()).lock_is_free():
+        raise StartupError(
+            f"writeback needs a cache directory of its own: {root} is used by another mount "
+            "(give this mount its own use_cache=DIR)"
+        )
 
 
 def startup_checks(opts: MountOptions) -> ClientSettings:
@@ -215,7 +233,9 @@ def fuse_options(opts: MountOptions) -> dict:
     return fuse
 
 
-def build_operations(opts: MountOptions, settings: ClientSettings, data: DataCache) -> S3Operations:
+def build_operations(
+    opts: MountOptions, settings: ClientSettings, data: DataCache, journal: Journal | None
+) -> S3Operations:
     """Wire the layers together: backend, caches, files, namespace, operations."""
     backend = Backend(settings)
     owner = Owner(uid=os.getuid(), gid=os.getgid())
@@ -224,9 +244,13 @@ def build_operations(opts: MountOptions, settings: ClientSettings, data: DataCac
         part_size=opts.multipart_size,
         threads=opts.max_thread_count,
         conditional_writes=opts.consistency == "strict",
+        writeback=opts.writeback,
+        writeback_delay=opts.writeback_delay,
     )
-    files = FileTable(backend, data, owner, transfer, on_upload=meta.put)
+    files = FileTable(backend, data, owner, transfer, on_upload=meta.put, journal=journal)
     keys = KeyMap(opts.prefix)
+    if journal is not None:
+        recover(files, journal, keys, journal.load())
     started = time.time_ns()
     root_perm = 0o777 & ~opts.mp_umask if opts.mp_umask is not None else 0o755
     root = Entry(
@@ -264,11 +288,11 @@ def run_foreground(opts: MountOptions, settings: ClientSettings) -> int:
     from fuse import FUSE
 
     detached = bool(os.environ.get(DETACHED_ENV))
-    data = open_data_cache(opts)
+    data, journal = open_data_cache(opts)
     setup_logging(opts, detached)
     if settings.credentials is not None:  # resolved before logging was set up
         log.debug("using credentials from %s", settings.credentials.source)
-    ops = build_operations(opts, settings, data)
+    ops = build_operations(opts, settings, data, journal)
     if detached:
         os.chdir("/")
     log.info("mounting %s on %s", opts.bucket, opts.mountpoint)
@@ -318,17 +342,35 @@ def show_stats(mountpoint: str) -> int:
     return 0
 
 
+def show_pending(target: str) -> int:
+    """``pys3fs pending MOUNTPOINT|CACHE_DIR``: what is not in S3 yet."""
+    try:
+        live = is_pys3fs_mount(target)
+        rows = pending.live_rows(target) if live else pending.journal_rows(target)
+    except (OSError, ValueError) as exc:
+        print(f"pys3fs: cannot read what is pending in {target}: {exc}", file=sys.stderr)
+        return 1
+    print(pending.format_rows(rows))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) == 2 and argv[0] == "stats" and is_pys3fs_mount(argv[1]):
         return show_stats(argv[1])
+    if (
+        len(argv) == 2
+        and argv[0] == "pending"
+        and (is_pys3fs_mount(argv[1]) or pending.is_cache_dir(argv[1]))
+    ):
+        return show_pending(argv[1])
     try:
         args = parse_args(argv)
         opts = build_options(
             args.source, args.mountpoint, args.options, args.foreground, args.debug, args.single
         )
         settings = startup_checks(opts)
-        check_cache_dir(opts)
+        check_writeback(opts)
     except OptionError as exc:
         print(f"pys3fs: {exc}", file=sys.stderr)
         return 2

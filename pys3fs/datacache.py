@@ -209,8 +209,9 @@ class DataCache:
         self.data_dir = ""
 
     # -- setup ---------------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Create the directories; reuse the shared data dir unless another mount has it."""
+    def prepare(self, keep: frozenset[str] = frozenset()) -> None:
+        """Create the directories; reuse the shared data dir unless another mount has it.
+        ``keep``: cache files the journal still needs (not yet uploaded)."""
         os.makedirs(self.bucket_dir, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(self.bucket_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -224,13 +225,13 @@ class DataCache:
         self.persistent = True
         self.data_dir = os.path.join(self.bucket_dir, "data")
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
-        self._load()
+        self._load(keep)
 
-    def _load(self) -> None:
+    def _load(self, keep: frozenset[str]) -> None:
         """Pick up what earlier mounts left: clean files with a record are reusable."""
         for name in os.listdir(self.data_dir):
             path = os.path.join(self.data_dir, name)
-            if name.endswith((".json", ".tmp")):
+            if name.endswith((".json", ".tmp")) or name in keep:
                 continue
             try:
                 with open(path + ".json") as f:
@@ -262,7 +263,56 @@ class DataCache:
             os.close(self._lockfile)
             self._lockfile = None
 
+    def lock_is_free(self) -> bool:
+        """Whether no other mount uses this cache directory (checked before starting)."""
+        os.makedirs(self.bucket_dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.bucket_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
     # -- files ---------------------------------------------------------------------------
+    def adopt(self, name: str, key: str, size: int, etag: str | None) -> CacheFile | None:
+        """Take back a cache file an earlier mount left with data not yet in S3 (the
+        journal knows it): all of it is present, and all of it must be uploaded."""
+        path = os.path.join(self.data_dir, name)
+        try:
+            if os.path.getsize(path) < size:
+                log.error("cache file %s of %s is shorter than journaled", path, key)
+                return None
+        except OSError:
+            return None
+        cf = CacheFile(self, key, name)
+        cf.etag = etag
+        cf.size = cf.remote_size = size
+        cf.remote_limit = 0  # nothing can come from the old object any more
+        if size:
+            cf.present = RangeSet([(0, size)])
+            cf.dirty = RangeSet([(0, size)])
+        cf.close()
+        cf.fd = -1
+        with self._lock:
+            self.detach(key)
+            self._files[key] = cf
+            self._used += size
+        return cf
+
+    def set_aside(self, name: str, key: str) -> str | None:
+        """Move a cache file that can never be uploaded (written, never closed, when the
+        daemon died) to failed/, where the user may still find it."""
+        path = os.path.join(self.data_dir, name)
+        if not os.path.exists(path):
+            return None
+        os.makedirs(self.failed_dir, mode=0o700, exist_ok=True)
+        safe = key.replace("/", "%2F")[:200]
+        target = os.path.join(self.failed_dir, f"{safe}.{int(time.time())}.partial")
+        os.replace(path, target)
+        return target
+
     def acquire(self, key: str, etag: str | None, size: int, exists: bool) -> CacheFile:
         """The cache file of ``key``, valid for version ``etag`` (reset if it is not)."""
         with self._lock:

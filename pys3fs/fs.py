@@ -7,6 +7,7 @@ a ``FuseOSError`` with a real errno: fusepy takes the whole mount down on anythi
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import stat
@@ -18,7 +19,7 @@ from .handles import FileTable, is_writable
 from .namespace import Namespace
 from .paths import KeyMap
 from .s3client import errno_for
-from .stats import INVALIDATE_XATTR, STATS_XATTR
+from .stats import INVALIDATE_XATTR, PENDING_XATTR, STATS_XATTR
 
 log = logging.getLogger("pys3fs.fs")
 
@@ -130,6 +131,8 @@ class S3Operations(Operations):
     def getxattr(self, path, name, position=0):
         if path == "/" and name == STATS_XATTR:
             return self.files.backend.stats.to_json()
+        if path == "/" and name == PENDING_XATTR:
+            return json.dumps(self.files.pending()).encode()
         raise FuseOSError(errno.ENODATA)
 
     def listxattr(self, path):
@@ -242,7 +245,7 @@ class S3Operations(Operations):
         self.files.flush(fh)
 
     def fsync(self, path, datasync, fh):
-        self.files.flush(fh)
+        self.files.fsync(fh)
 
     def release(self, path, fh):
         self.files.release(fh)

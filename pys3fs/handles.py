@@ -2,27 +2,37 @@
 
 Reads and writes go through the path's cache file (see datacache), so a reader sees
 what another handle wrote before it is uploaded, and cached bytes serve later opens
-while the object's ETag is unchanged. Uploads stream while a big file is written;
-flush, fsync and close return only once the object is in S3, and an upload failure
-reaches the caller as EIO while the data stays in the cache.
+while the object's ETag is unchanged. Uploads stream while a big file is written.
+
+By default flush, fsync and close return only once the object is in S3, and an upload
+failure reaches the caller as EIO. With ``writeback``, close returns once the bytes and
+a journal record are on the local disk, and the upload runs in the background; fsync
+still waits for S3. Either way a file whose upload has not succeeded stays "pending":
+it keeps answering for its path from the cache, its journal record survives a crash,
+and it is uploaded again (with backoff) until S3 takes it or the next mount does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import heapq
 import itertools
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import wait as wait_all
+from dataclasses import asdict, dataclass
 
 from fuse import FuseOSError
 
 from . import metadata
 from .attrs import Entry, encode_entry, now_ns
 from .datacache import CacheFile, DataCache
+from .journal import Journal, Record
 from .paths import is_below, parent
 from .s3client import Backend, ConflictError, Precondition
 from .transfers import Reader, Writer
@@ -44,14 +54,16 @@ class TransferSettings:
     threads: int = 8
     max_readahead: int = 64 * 1024 * 1024
     conditional_writes: bool = True
+    writeback: bool = False  # close returns once the data is durable locally
+    writeback_delay: float = 0.5  # lets tar's utime after close join the upload
 
 
 class OpenFile:
     """One open path: its attributes, its cache file and its transfers."""
 
-    def __init__(self, table: FileTable, path: str, key: str, entry: Entry, exists: bool):
+    def __init__(self, table: FileTable, path: str | None, key: str, entry: Entry, exists: bool):
         self.table = table
-        self.path = path
+        self.path = path  # None: a recovered upload whose key is outside this mount
         self.key = key
         self.entry = entry
         self.exists_remote = exists
@@ -60,6 +72,9 @@ class OpenFile:
         self.dirty = not exists  # metadata or data not yet in S3
         self.unlinked = False
         self.conflict = False
+        self.journaled = False  # a journal record exists for this file
+        self.recovered = False  # left pending by an earlier mount
+        self.failures = 0  # background upload attempts that failed in a row
         self.cf: CacheFile = table.data.acquire(key, entry.etag, entry.size, exists)
         settings = table.settings
         self.reader = Reader(table.backend, table.fetch_pool, self.cf, settings.max_readahead)
@@ -71,6 +86,7 @@ class OpenFile:
             settings.part_size,
             settings.threads,
         )
+        self.writer.on_start = self._upload_started
 
     def size(self) -> int:
         return self.cf.size
@@ -102,8 +118,49 @@ class OpenFile:
 
     def _meta(self) -> tuple[dict[str, str], str]:
         owner = self.table.owner
-        ctype = self.entry.content_type or metadata.content_type_for(self.path, self.entry.mode)
+        ctype = self.entry.content_type or metadata.content_type_for(
+            self.path or self.key, self.entry.mode
+        )
         return encode_entry(self.entry, owner.uid, owner.gid), ctype
+
+    # -- journal -------------------------------------------------------------------------
+    def record(self, closed: bool) -> Record:
+        attrs = asdict(self.entry)
+        for volatile in ("etag", "size", "marker", "symlink_target"):
+            attrs.pop(volatile, None)
+        return Record(
+            name=self.cf.name,
+            key=self.key,
+            closed=closed,
+            size=self.cf.size,
+            attrs=attrs,
+            exists_remote=self.exists_remote,
+            base_etag=self.cf.etag,
+            upload_id=self.writer.upload_id,
+            part_size=self.writer.part_size,
+        )
+
+    def park(self) -> None:
+        """Make unsaved data durable on the local disk: the cache file, then its record.
+        From here on a crash cannot lose it: the next mount uploads it."""
+        journal = self.table.journal
+        with self.lock:
+            if journal is None or not self.needs_upload or self.conflict:
+                return
+            os.fsync(self.cf.fd)
+            journal.write(self.record(closed=True))
+            self.journaled = True
+
+    def _upload_started(self, upload_id: str) -> None:
+        """A multipart upload began: record its id, so that a crash leaves no orphan.
+        Called with the writer's lock held: reads fields without taking ``self.lock``."""
+        journal = self.table.journal
+        if journal is None:
+            return
+        try:
+            journal.write(self.record(closed=self.journaled))
+        except OSError as exc:
+            log.warning("cannot record upload %s of %s: %s", upload_id, self.key, exc)
 
     # -- upload --------------------------------------------------------------------------
     @property
@@ -121,14 +178,27 @@ class OpenFile:
             try:
                 etag = self.writer.flush(meta, ctype, self._precondition())
             except ConflictError:
-                self._conflicted()
-                raise FuseOSError(errno.EIO) from None
+                etag = self._uploaded_before_crash()
+                if etag is None:
+                    self._conflicted()
+                    raise FuseOSError(errno.EIO) from None
             with self.cf.lock:
                 self.cf.mark_clean(etag)
             self.dirty = False
             self.exists_remote = True
+            self.failures = 0
             self.entry = self.entry.copy(etag=etag, content_type=ctype, size=self.cf.size)
-            self.table.on_upload(self.path, self.entry)
+            if self.journaled or self.table.journal is not None:
+                self._forget_record()
+            if self.path is not None:
+                self.table.on_upload(self.path, self.entry)
+
+    def _forget_record(self) -> None:
+        try:
+            self.table.journal.remove(self.cf.name)
+        except OSError as exc:
+            log.warning("cannot remove the journal record of %s: %s", self.key, exc)
+        self.journaled = False
 
     def _precondition(self) -> Precondition | None:
         """Never overwrite what another host wrote since this one opened the file."""
@@ -137,6 +207,18 @@ class OpenFile:
         if not self.exists_remote:
             return Precondition(absent=True)
         return Precondition(etag=self.cf.etag) if self.cf.etag else None
+
+    def _uploaded_before_crash(self) -> str | None:
+        """A recovered upload may have completed just before the crash, with only its
+        journal record left behind: then S3 holds exactly these bytes already."""
+        if not self.recovered:
+            return None
+        info = self.table.backend.head(self.key)
+        if info is None or info.size != self.cf.size or info.etag is None:
+            return None
+        with self.cf.lock:
+            local = s3_etags(self.cf.fd, self.cf.size, self.writer.part_size)
+        return info.etag if info.etag in local else None
 
     def _conflicted(self) -> None:
         """Keep this writer's data, stop trying to upload it, and say where it is."""
@@ -154,9 +236,12 @@ class OpenFile:
         )
 
     def close(self) -> str | None:
-        """Last handle gone: stop transfers, keep unsaved data where the user finds it."""
+        """Last handle gone and nothing left to upload (or nothing that can be): stop
+        transfers, keep unsaved data where the user finds it."""
         self.reader.close()
         kept = None
+        if self.table.journal is not None and (self.journaled or self.conflict or self.unlinked):
+            self._forget_record()
         if self.conflict:
             self.writer.abort()
             self.table.data.detach(self.key)
@@ -172,9 +257,94 @@ class OpenFile:
         self.table.data.release(self.cf)
         return kept
 
+    def report(self) -> dict:
+        """What ``pys3fs pending`` shows for this file."""
+        done, total = self.writer.progress()
+        if self.refs:
+            state = "open"
+        elif self.failures:
+            state = f"retrying ({self.failures} failed attempts)"
+        else:
+            state = "queued"
+        return {
+            "key": self.key,
+            "size": self.cf.size,
+            "state": state,
+            "parts_done": done,
+            "parts_total": total,
+        }
+
+
+def s3_etags(fd: int, size: int, part_size: int) -> set[str]:
+    """The ETags S3 gives these bytes: one PUT (MD5), or a multipart upload of
+    ``part_size`` parts (MD5 of the parts' MD5s, dash, count)."""
+    whole = hashlib.md5(usedforsecurity=False)
+    parts = []
+    for start in range(0, max(size, 1), part_size):
+        part = hashlib.md5(usedforsecurity=False)
+        pos, end = start, min(size, start + part_size)
+        while pos < end:
+            chunk = os.pread(fd, min(1 << 20, end - pos), pos)
+            if not chunk:
+                break
+            part.update(chunk)
+            whole.update(chunk)
+            pos += len(chunk)
+        parts.append(part.digest())
+    combined = hashlib.md5(b"".join(parts), usedforsecurity=False).hexdigest()
+    return {f'"{whole.hexdigest()}"', f'"{combined}-{len(parts)}"'}
+
+
+class Uploader:
+    """Background uploads of pending files, each when its time comes.
+
+    One dispatcher thread waits for the earliest due file and hands it to a pool; a
+    file is queued at most once. A failed upload comes back later with backoff."""
+
+    def __init__(self, run, threads: int) -> None:
+        self._run = run
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pys3fs-wb")
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, OpenFile]] = []
+        self._queued: set[int] = set()
+        self._seq = itertools.count()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._dispatch, name="pys3fs-wb", daemon=True)
+        self._thread.start()
+
+    def schedule(self, of: OpenFile, delay: float) -> None:
+        with self._cond:
+            if self._stopped or id(of) in self._queued:
+                return
+            self._queued.add(id(of))
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), of))
+            self._cond.notify()
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(timeout)
+                if self._stopped:
+                    return
+                _, _, of = heapq.heappop(self._heap)
+                self._queued.discard(id(of))
+            self._pool.submit(self._run, of)
+
+    def stop(self) -> None:
+        """No more dispatching; wait for the uploads that are running."""
+        with self._cond:
+            self._stopped = True
+            self._heap.clear()
+            self._queued.clear()
+            self._cond.notify()
+        self._thread.join()
+        self._pool.shutdown(wait=True)
+
 
 class FileTable:
-    """File handles and the open files behind them."""
+    """File handles, the open files behind them, and files still waiting for S3."""
 
     def __init__(
         self,
@@ -183,17 +353,22 @@ class FileTable:
         owner: Owner,
         settings: TransferSettings | None = None,
         on_upload=None,
+        journal: Journal | None = None,
     ) -> None:
         self.backend = backend
         self.data = data
         self.owner = owner
         self.settings = settings or TransferSettings()
         self.on_upload = on_upload or (lambda path, entry: None)
+        self.journal = journal
+        self.writeback = self.settings.writeback and journal is not None
         threads = self.settings.threads
         self.fetch_pool = ThreadPoolExecutor(threads, thread_name_prefix="pys3fs-get")
         self.upload_pool = ThreadPoolExecutor(threads, thread_name_prefix="pys3fs-put")
+        self.uploader = Uploader(self._upload_pending, threads)
         self._lock = threading.Lock()
         self._by_path: dict[str, OpenFile] = {}
+        self._elsewhere: list[OpenFile] = []  # recovered uploads outside this mount
         self._handles: dict[int, tuple[OpenFile, int]] = {}
         self._ids = itertools.count(1)
 
@@ -227,6 +402,27 @@ class FileTable:
         return found
 
     def flush(self, fh: int) -> None:
+        """close(2): upload now, or in writeback mode make the data durable locally.
+        Closing a read-only handle never uploads (nor fails) for another writer."""
+        of, flags = self.get(fh)
+        if not is_writable(flags):
+            return
+        if self.writeback:
+            of.park()
+        else:
+            of.flush()
+
+    def adopt(self, of: OpenFile) -> None:
+        """A pending file recovered from the journal: it answers for its path at once."""
+        with self._lock:
+            if of.path is None:
+                self._elsewhere.append(of)
+            else:
+                self._by_path[of.path] = of
+        self.uploader.schedule(of, 0)
+
+    def fsync(self, fh: int) -> None:
+        """fsync(2) waits for S3 in every mode."""
         of, _ = self.get(fh)
         of.flush()
 
@@ -237,32 +433,83 @@ class FileTable:
                 return
             of = found[0]
             of.refs -= 1
-            last = of.refs == 0
-            if last and self._by_path.get(of.path) is of:
-                del self._by_path[of.path]
-        if not last:
-            return
-        if of.needs_upload:
+            if of.refs:
+                return
+        if of.needs_upload and not of.conflict and not self.writeback:
             with contextlib.suppress(FuseOSError):
-                of.flush()
+                of.flush()  # the writer already saw any EIO at close; retried below
+        if of.needs_upload and not of.conflict and self.journal is not None:
+            of.park()
+            self.uploader.schedule(of, self.settings.writeback_delay if self.writeback else 1.0)
+            return
+        self._retire(of)
+
+    def changed(self, of: OpenFile) -> None:
+        """Attributes of a file that waits for its upload changed (chmod, utime)."""
+        if of.refs == 0 and self.journal is not None:
+            of.park()
+            self.uploader.schedule(of, self.settings.writeback_delay)
+
+    def _upload_pending(self, of: OpenFile) -> None:
+        """One background attempt; on failure the file comes back later (backoff)."""
+        try:
+            of.flush()
+        except FuseOSError:
+            if not of.conflict:
+                of.failures += 1
+                log.warning("upload of %s failed (%d times); will retry", of.key, of.failures)
+                self.uploader.schedule(of, min(60.0, 2.0**of.failures))
+                return
+        except Exception:
+            log.exception("upload of %s failed", of.key)
+            of.failures += 1
+            self.uploader.schedule(of, min(60.0, 2.0**of.failures))
+            return
+        self._retire(of)
+
+    def _retire(self, of: OpenFile) -> None:
+        """Close a file nobody has open any more, unless it still waits for S3."""
+        with self._lock:
+            if of.refs or (of.needs_upload and not of.conflict and self.journal is not None):
+                return
+            if of.path is not None and self._by_path.get(of.path) is of:
+                del self._by_path[of.path]
+            if of in self._elsewhere:
+                self._elsewhere.remove(of)
         kept = of.close()
         if kept:
             log.error("upload of %s never succeeded; its data is kept in %s", of.key, kept)
 
     def flush_all(self) -> None:
-        """Upload every dirty open file (unmount, SIGTERM)."""
+        """Unmount, SIGTERM: upload everything that waits, in parallel. What S3 does not
+        take stays journaled for the next mount (or, without a journal, in failed/)."""
+        self.uploader.stop()
         with self._lock:
-            files = list(self._by_path.values())
-        for of in files:
-            try:
-                of.flush()
-            except FuseOSError:
+            files = [*self._by_path.values(), *self._elsewhere]
+        files = [of for of in files if of.needs_upload and not of.conflict]
+        with ThreadPoolExecutor(self.settings.threads, thread_name_prefix="pys3fs-end") as pool:
+            futures = {pool.submit(of.flush): of for of in files}
+            wait_all(futures)
+        for future, of in futures.items():
+            if future.exception() is None:
+                continue
+            if self.journal is not None:
+                of.park()
+                log.error("could not upload %s at unmount; the next mount will", of.key)
+            else:
                 kept = self.data.keep_failed(of.cf)
                 log.error("could not upload %s at unmount; data kept in %s", of.key, kept)
 
     def shutdown(self) -> None:
+        self.uploader.stop()
         self.fetch_pool.shutdown(wait=True, cancel_futures=True)
         self.upload_pool.shutdown(wait=True, cancel_futures=True)
+
+    def pending(self) -> list[dict]:
+        """Files whose bytes S3 does not have yet (``pys3fs pending``)."""
+        with self._lock:
+            files = [*self._by_path.values(), *self._elsewhere]
+        return [of.report() for of in files if of.needs_upload]
 
     def open_below(self, directory: str) -> list[OpenFile]:
         with self._lock:
@@ -285,6 +532,8 @@ class FileTable:
             with of.lock:
                 of.unlinked = True
             self.data.detach(of.key)
+            if of.refs == 0:
+                self._retire(of)
         elif key is not None:
             self.data.forget(key)
 

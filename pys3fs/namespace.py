@@ -271,9 +271,14 @@ class Namespace:
             raise FuseOSError(errno.EISDIR)
         of = self.files.lookup(path)
         key = self.keys.key(path)
-        if of is None or of.exists_remote:
+        if of is None:
             self.backend.delete(key)
-        self.files.unlinked(path, key)
+            self.files.unlinked(path, key)
+        else:
+            with of.lock:  # an upload in progress finishes first, then is deleted
+                if of.exists_remote:
+                    self.backend.delete(key)
+                self.files.unlinked(path, key)
         self.cache.put_missing(path)
 
     def rmdir(self, path: str) -> None:
@@ -296,6 +301,7 @@ class Namespace:
             with of.lock:
                 of.entry = of.entry.copy(**changes)
                 of.dirty = True
+            self.files.changed(of)  # a closed file waiting for S3: journal, upload later
             return
         current = self.lookup(path)
         if all(getattr(current, k) == v for k, v in changes.items() if k != "ctime_ns"):

@@ -110,6 +110,8 @@ class MountOptions:
     ensure_diskfree: int = 0
     multipart_size: int = 16 * MiB
     max_thread_count: int = 8
+    writeback: bool = False
+    writeback_delay: float = 0.5
     retries: int = 5
     connect_timeout: float = 10.0
     readwrite_timeout: float = 60.0
@@ -293,6 +295,8 @@ _HANDLERS = {
     "ensure_diskfree": _set("ensure_diskfree", lambda n, v: _int(n, v) * MiB),
     "max_thread_count": _set("max_thread_count", lambda n, v: _int(n, v, minimum=1)),
     "parallel_count": _set("max_thread_count", lambda n, v: _int(n, v, minimum=1)),
+    "writeback": _set("writeback", _flag),
+    "writeback_delay": _set("writeback_delay", _float),
     "retries": _set("retries", lambda n, v: _int(n, v, minimum=0)),
     "connect_timeout": _set("connect_timeout", _float),
     "readwrite_timeout": _set("readwrite_timeout", _float),

@@ -340,6 +340,21 @@ class Backend:
     def abort_multipart(self, key: str, upload_id: str) -> None:
         self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
+    def list_parts(self, key: str, upload_id: str) -> dict[int, tuple[int, str]] | None:
+        """The parts already uploaded (number -> size, ETag); None when the upload is
+        gone (completed, aborted or expired)."""
+        parts: dict[int, tuple[int, str]] = {}
+        kwargs = dict(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        try:
+            for page in self.client.get_paginator("list_parts").paginate(**kwargs):
+                for part in page.get("Parts", []):
+                    parts[part["PartNumber"]] = (part["Size"], norm_etag(part["ETag"]))
+        except botocore.exceptions.ClientError as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        return parts
+
     def copy(
         self,
         src: str,

@@ -13,6 +13,7 @@ from collections import Counter
 
 STATS_XATTR = "user.pys3fs.stats"
 INVALIDATE_XATTR = "user.pys3fs.invalidate"
+PENDING_XATTR = "user.pys3fs.pending"
 
 KINDS = {
     "ListObjectsV2": "LIST",

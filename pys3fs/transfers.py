@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from fuse import FuseOSError
 
 from .datacache import CacheFile
-from .s3client import Backend, ConflictError, Precondition, errno_for
+from .s3client import Backend, ConflictError, Precondition, errno_for, error_code
 
 log = logging.getLogger("pys3fs.transfers")
 
@@ -234,6 +234,7 @@ class Writer:
         self.generations: dict[int, int] = {}
         self.pending: set[int] = set()
         self.meta = lambda: ({}, "application/octet-stream")
+        self.on_start = lambda upload_id: None  # the journal records every upload id
         self._lock = threading.Lock()
 
     # -- while writing -------------------------------------------------------------------
@@ -290,7 +291,38 @@ class Writer:
                 meta, ctype = self.meta()
                 upload_id = self.backend.create_multipart(self.cf.key, meta, ctype)
                 self.upload = Upload(upload_id)
+                self.on_start(upload_id)
             return self.upload
+
+    def resume(self, upload_id: str, parts: dict[int, tuple[int, int, str]]) -> None:
+        """Continue a multipart upload begun before a restart: ``parts`` (number ->
+        start, end, ETag) are on S3 already and hold what the cache file holds."""
+        upload = Upload(upload_id)
+        for number, (start, end, etag) in parts.items():
+            done: Future = Future()
+            done.set_result(etag)
+            upload.parts[number] = PartState(start, end, 0, done, etag)
+        with self._lock:
+            self.upload = upload
+            self.generations.clear()
+
+    @property
+    def upload_id(self) -> str | None:
+        upload = self.upload
+        return upload.upload_id if upload else None
+
+    def progress(self) -> tuple[int, int]:
+        """(parts on S3, parts in all) of the multipart upload in progress."""
+        upload = self.upload
+        if upload is None:
+            return (0, 0)
+        total = max(1, -(-self.cf.size // self.part_size))
+        done = sum(
+            1
+            for p in list(upload.parts.values())
+            if p.future is not None and p.future.done() and p.future.exception() is None
+        )
+        return (min(done, total), total)
 
     def _submit_part(self, k: int, start: int, end: int) -> None:
         upload = self._ensure_upload()
@@ -320,12 +352,14 @@ class Writer:
         except ConflictError:
             self.abort()
             raise
-        except FuseOSError:
-            self.abort()
-            raise
         except Exception as exc:
+            # The multipart upload stays open: a retry reuses the parts that made it.
+            if error_code(exc) == "NoSuchUpload":
+                with self._lock:
+                    self.upload = None
+            if isinstance(exc, FuseOSError):
+                raise
             log.error("upload of %s failed: %s", cf.key, exc)
-            self.abort()
             raise FuseOSError(errno.EIO) from exc
 
     def _complete_multipart(
@@ -363,7 +397,8 @@ class Writer:
             else:
                 self.reader.ensure(start, end)
                 jobs[k + 1] = self.pool.submit(self._put_part, upload.upload_id, k + 1, start, end)
-                upload.parts[k + 1] = PartState(start, end, self.generations.get(k, 0))
+                generation = self.generations.get(k, 0)
+                upload.parts[k + 1] = PartState(start, end, generation, jobs[k + 1])
         self.reader.wait(list(jobs.values()))
         etags = {n: f.result() for n, f in jobs.items()}
         self.backend.check_precondition(cf.key, cond)

@@ -1,0 +1,106 @@
+"""The upload journal: what this host holds that S3 does not have yet, kept across crashes.
+
+One small JSON record per cache file, in ``CACHE/BUCKET/journal/``, written with fsync
+before the call that depends on it returns:
+
+- when a multipart upload starts, its id is recorded, so that after a crash the next
+  mount can resume it (or abort it: no orphaned parts are left behind on S3);
+- when a file is closed with data not yet in S3 (``-o writeback``, or an upload that
+  failed), the record says which object it becomes, with which attributes, on which
+  version of the object it was based; the next mount uploads it before anything else.
+
+The record is removed once the object is complete in S3.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+log = logging.getLogger("pys3fs.journal")
+
+
+@dataclass
+class Record:
+    """One cache file whose bytes are (or are becoming) an object that S3 lacks."""
+
+    name: str  # the cache file in CACHE/BUCKET/data/
+    key: str
+    closed: bool = False  # the writer closed it: the bytes must reach S3
+    size: int = 0
+    attrs: dict = field(default_factory=dict)  # Entry fields: mode, uid, gid, times...
+    exists_remote: bool = False  # an older version exists: upload with If-Match
+    base_etag: str | None = None
+    upload_id: str | None = None  # a multipart upload in progress
+    part_size: int = 0
+    since: float = field(default_factory=time.time)
+
+
+class Journal:
+    """The records of one bucket's cache directory."""
+
+    def __init__(self, bucket_dir: str) -> None:
+        self.dir = journal_dir(bucket_dir)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.dir, name + ".json")
+
+    def write(self, record: Record) -> None:
+        """Durably replace the record (fsync of the file and of the directory)."""
+        path = self._path(record.name)
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps(asdict(record)).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        self._sync_dir()
+
+    def remove(self, name: str) -> None:
+        try:
+            os.unlink(self._path(name))
+        except FileNotFoundError:
+            return
+        self._sync_dir()
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def load(self) -> list[Record]:
+        """Every readable record; a damaged one is reported and set aside, not deleted."""
+        return load_records(self.dir, quarantine=True)
+
+
+def journal_dir(bucket_dir: str) -> str:
+    return os.path.join(bucket_dir, "journal")
+
+
+def load_records(directory: str, quarantine: bool = False) -> list[Record]:
+    records = []
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    for entry in names:
+        if not entry.endswith(".json"):
+            continue
+        path = os.path.join(directory, entry)
+        try:
+            with open(path) as f:
+                records.append(Record(**json.load(f)))
+        except (OSError, ValueError, TypeError) as exc:
+            log.error("journal record %s is unreadable: %s", path, exc)
+            if quarantine:
+                os.replace(path, path + ".bad")
+    records.sort(key=lambda r: r.since)
+    return records

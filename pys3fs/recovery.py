@@ -1,0 +1,111 @@
+"""After a crash: finish what the journal says an earlier mount left undone.
+
+Runs at mount time, before the filesystem serves anything. A closed file whose upload
+had not finished becomes a pending file again: its path answers from the cache file
+at once and its upload is queued (resuming the multipart upload when its parts are
+still on S3 and still match the bytes). A file that was being written when the daemon
+died was never closed, so it is not uploaded: its multipart upload is aborted, so that
+no orphaned parts stay behind on S3, and its bytes are set aside in ``failed/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import stat
+
+from .attrs import Entry
+from .handles import FileTable, OpenFile
+from .journal import Journal, Record
+from .paths import KeyMap
+from .s3client import is_not_found
+
+log = logging.getLogger("pys3fs.recovery")
+
+
+def recover(table: FileTable, journal: Journal, keys: KeyMap, records: list[Record]) -> None:
+    for record in records:
+        try:
+            if record.closed:
+                _requeue(table, keys, record)
+            else:
+                _drop_unclosed(table, journal, record)
+        except Exception as exc:  # never block the mount: the record stays for next time
+            log.error("cannot recover %s from the journal yet: %s", record.key, exc)
+
+
+def _requeue(table: FileTable, keys: KeyMap, record: Record) -> None:
+    cf = table.data.adopt(record.name, record.key, record.size, record.base_etag)
+    if cf is None:
+        log.error("journaled data of %s is missing from the cache; cannot upload it", record.key)
+        table.journal.remove(record.name)
+        return
+    attrs = dict(record.attrs)
+    attrs.setdefault("mode", stat.S_IFREG | 0o644)
+    entry = Entry(**attrs, size=record.size, etag=record.base_etag)
+    inside = record.key.startswith(keys.prefix) and record.key != keys.prefix
+    path = keys.path(record.key) if inside else None
+    of = OpenFile(table, path, record.key, entry, record.exists_remote)
+    of.dirty = of.journaled = of.recovered = True
+    if record.upload_id:
+        _resume(table, of, record)
+    log.info("uploading %s, left pending by an earlier mount", record.key)
+    table.adopt(of)
+
+
+def _resume(table: FileTable, of: OpenFile, record: Record) -> None:
+    """Reuse the parts of the interrupted multipart upload that hold the same bytes."""
+    backend = table.backend
+    parts = None
+    if record.part_size == of.writer.part_size:
+        parts = backend.list_parts(record.key, record.upload_id)
+    if parts is None:
+        _abort(table, record)
+        return
+    size, ps = record.size, record.part_size
+    keep = {}
+    for number, (length, etag) in parts.items():
+        start = (number - 1) * ps
+        end = min(size, start + ps)
+        if length == end - start and etag == _md5_etag(of.cf.path, start, end):
+            keep[number] = (start, end, etag)
+    of.writer.resume(record.upload_id, keep)
+    log.info("resuming upload of %s: %d parts already on S3", record.key, len(keep))
+
+
+def _md5_etag(path: str, start: int, end: int) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = end - start
+        while left:
+            chunk = f.read(min(1 << 20, left))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+    return f'"{digest.hexdigest()}"'
+
+
+def _drop_unclosed(table: FileTable, journal: Journal, record: Record) -> None:
+    if record.upload_id:
+        _abort(table, record)
+        log.info("aborted multipart upload %s of %s (never closed)", record.upload_id, record.key)
+    kept = table.data.set_aside(record.name, record.key)
+    if kept:
+        log.warning("%s was being written when pys3fs stopped; bytes kept in %s", record.key, kept)
+    journal.remove(record.name)
+
+
+def _abort(table: FileTable, record: Record) -> None:
+    """Abort an upload that will not be completed; one already gone is fine."""
+    try:
+        table.backend.abort_multipart(record.key, record.upload_id)
+    except Exception as exc:
+        if not is_not_found(exc):
+            raise
+
+
+def journal_names(records: list[Record]) -> frozenset[str]:
+    """Cache files the journal still needs: the data cache must not clean them up."""
+    return frozenset(r.name for r in records)
