@@ -36,6 +36,7 @@ class MetaCache:
         # Names of directories whose full content is known (listed, or made here):
         # a name not in it needs no request to be "not found".
         self._listings: TTLCache = TTLCache(maxsize=max(1, maxsize // 100), ttl=ttl)
+        self._made: TTLCache = TTLCache(maxsize=max(1, maxsize // 100), ttl=ttl)
 
     def get(self, path: str) -> Entry | None:
         with self._lock:
@@ -57,6 +58,20 @@ class MetaCache:
         """The complete content of a directory, as just listed (or just created)."""
         with self._lock:
             self._listings[path] = set(names)
+
+    def put_made(self, path: str) -> None:
+        """A directory this mount just created: its content is what this mount put there."""
+        with self._lock:
+            self._listings[path] = set()
+            self._made[path] = True
+
+    def absent_from_made(self, path: str) -> bool:
+        """True when ``path``'s parent was created by this mount and ``path`` was not."""
+        head = path.rpartition("/")[0] or "/"
+        with self._lock:
+            if head not in self._made:
+                return False
+        return self.listed_absent(path)
 
     def listed_absent(self, path: str) -> bool:
         """True when the parent's known content says ``path`` does not exist."""
@@ -95,7 +110,8 @@ class MetaCache:
     def forget_tree(self, path: str) -> None:
         """Drop a path, everything below it, and its parent's known content."""
         with self._lock:
-            for cache in (self._entries, self._missing, self._hints, self._listings):
+            caches = (self._entries, self._missing, self._hints, self._listings, self._made)
+            for cache in caches:
                 for key in [k for k in list(cache.keys()) if k == path or is_below(k, path)]:
                     cache.pop(key, None)
             self._listings.pop(path.rpartition("/")[0] or "/", None)

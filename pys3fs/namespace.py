@@ -8,6 +8,7 @@ file or a directory), and only a 404 ever means "not found".
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from .cache import Hint, MetaCache
 from .handles import FileTable, Owner
 from .metaindex import MetaIndex
 from .paths import KeyMap, is_below, join, parent, valid_name
-from .s3client import Backend, ObjectInfo
+from .s3client import Backend, ConflictError, ObjectInfo, Precondition
 
 log = logging.getLogger("pys3fs.namespace")
 
@@ -235,14 +236,27 @@ class Namespace:
             raise FuseOSError(errno.EEXIST)
 
     def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None:
-        self.check_new(path, ask_s3=True)
+        """The marker is written with If-None-Match, so a racing mkdir elsewhere is
+        EEXIST. Inside a directory this mount has just created (``tar x``, ``mkdir -p``)
+        that is the only request; elsewhere S3 is asked first whether the name is free
+        (a directory may exist with no marker, made by another host since a listing)."""
+        if self.cache.absent_from_made(path) and self.files.lookup(path) is None:
+            self.require_dir(parent(path))
+        else:
+            self.check_new(path, ask_s3=True)
         entry = self.new_entry(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid)
-        self._put_marker(path, entry)
-        self.cache.put_listing(path, set())  # nothing can be below a name that was free
+        cond = Precondition(absent=True) if self.files.settings.conditional_writes else None
+        try:
+            self._put_marker(path, entry, cond)
+        except ConflictError:
+            self.cache.forget(path)
+            raise FuseOSError(errno.EEXIST) from None
+        self.cache.put_made(path)  # nothing can be below a name that was free
 
-    def _put_marker(self, path: str, entry: Entry) -> None:
+    def _put_marker(self, path: str, entry: Entry, cond: Precondition | None = None) -> None:
         meta = encode_entry(entry, self.owner.uid, self.owner.gid)
-        self.backend.put(self.keys.dir_prefix(path), b"", meta, DIR_CONTENT_TYPE)
+        key = self.keys.dir_prefix(path)
+        self.backend.put_stream(key, io.BytesIO(b""), meta, DIR_CONTENT_TYPE, cond)
         self.cache.put(path, entry.copy(marker=True, content_type=DIR_CONTENT_TYPE))
 
     def put_special(self, path: str, mode: int, uid: int, gid: int, body: bytes = b"") -> Entry:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
 import subprocess
@@ -498,3 +499,26 @@ def test_ls_of_tree_written_by_another_tool_agrees_with_bucket(mnt, s3, bucket):
     result = subprocess.run(["ls", "-1", mnt.path("top")], capture_output=True, text=True)
     assert result.returncode == 0
     assert result.stdout.split() == ["one.txt", "three", "two.txt"]
+
+
+def requests(mnt) -> dict[str, int]:
+    return json.loads(os.getxattr(mnt.mountpoint, "user.pys3fs.stats"))["requests"]
+
+
+def test_mkdir_inside_a_new_directory_is_one_conditional_put(mnt, s3, bucket):
+    """tar x and mkdir -p: below a directory made by this mount, each mkdir sends only
+    the marker's PUT (If-None-Match); the first one asks S3 whether the name is free."""
+    os.mkdir(mnt.path("top"))
+    before = requests(mnt)
+    os.makedirs(mnt.path("top/a/b/c"))
+    after = requests(mnt)
+    spent = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert spent.get("PUT") == 3
+    assert sum(spent.values()) == 3, spent
+    assert keys_under(s3, bucket) == {"top/", "top/a/", "top/a/b/", "top/a/b/c/"}
+
+
+def test_mkdir_racing_another_host_is_eexist(mnt, s3, bucket):
+    os.mkdir(mnt.path("top"))
+    put_marker(s3, bucket, "top/raced/")  # another host, after this mount made "top"
+    assert_errno(errno.EEXIST, os.mkdir, mnt.path("top/raced"))
