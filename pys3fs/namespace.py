@@ -73,8 +73,17 @@ class Namespace:
         return entry
 
     def _fetch(self, path: str) -> Entry | None:
-        """Ask S3: the object ``key``, then the marker ``key/``, then any key below."""
+        """Ask S3: the object ``key``, then the marker ``key/``, then any key below.
+        Without a listing hint, one LIST first says which of these exist: a name that
+        does not exist (every create) costs that one request."""
         hint = self.cache.hint(path)
+        if hint is None:
+            probed = self._probe(path)
+            if probed is not None:
+                is_file, is_dir = probed
+                if not (is_file or is_dir):
+                    return None
+                hint = Hint(is_dir=is_dir)
         found = None
         if hint is None or not hint.is_dir:
             info = self.backend.head(self.keys.key(path))
@@ -99,6 +108,14 @@ class Namespace:
         if has_keys or self.backend.first_keys(prefix, 1):
             return implicit_dir(self.root_entry.mtime_ns)
         return None
+
+    def _probe(self, path: str) -> tuple[bool, bool] | None:
+        try:
+            key = self.keys.key(path)
+            self.keys.dir_prefix(path)
+        except FuseOSError:
+            return None  # "key/" does not fit: the slow path sorts out ENAMETOOLONG
+        return self.backend.probe(key)
 
     def revalidate(self, path: str) -> Entry:
         """Close-to-open consistency: one HEAD tells whether another host changed the

@@ -226,6 +226,19 @@ class Backend:
         resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=count)
         return [o["Key"] for o in resp.get("Contents", [])]
 
+    def probe(self, key: str) -> tuple[bool, bool] | None:
+        """One LIST that tells whether ``key`` is an object and whether keys exist below
+        ``key/`` (a directory): (is_file, is_dir). None when the page ran out before
+        ``key/`` could show up (many siblings such as ``key!x``): ask another way."""
+        resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, Delimiter="/", MaxKeys=3)
+        names = [o["Key"] for o in resp.get("Contents", [])]
+        prefixes = [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
+        is_file, is_dir = key in names, key + "/" in prefixes
+        if is_dir or not resp.get("IsTruncated"):
+            return is_file, is_dir
+        seen = names + prefixes
+        return (is_file, False) if seen and max(seen) > key + "/" else None
+
     def all_objects(self, prefix: str) -> list[ObjectInfo]:
         """Every object below ``prefix``, recursively (with sizes, without metadata)."""
         found: list[ObjectInfo] = []
