@@ -254,7 +254,10 @@ class Writer:
             candidates = sorted(self.pending | set(range(first, last + 1)))
             self.pending.clear()
         for k in candidates:
-            self._maybe_stream(k)
+            try:
+                self._maybe_stream(k)
+            except Exception as exc:  # the bytes are in the cache: flush uploads them
+                log.warning("streaming part %d of %s failed: %s", k + 1, self.cf.key, exc)
 
     def truncated(self, length: int) -> None:
         """Parts at or after a truncation no longer hold what may have been streamed."""
