@@ -242,7 +242,7 @@ class S3Operations(Operations):
         self.files.flush(fh)
 
     def fsync(self, path, datasync, fh):
-        self.files.flush(fh)
+        self.files.flush(fh, sync=True)
 
     def release(self, path, fh):
         self.files.release(fh)

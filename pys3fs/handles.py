@@ -226,9 +226,12 @@ class FileTable:
             raise FuseOSError(errno.EBADF)
         return found
 
-    def flush(self, fh: int) -> None:
-        of, _ = self.get(fh)
-        of.flush()
+    def flush(self, fh: int, sync: bool = False) -> None:
+        """Upload what changed: at fsync, and at close of a handle that may write (a
+        reader's close does not fail because another handle's upload failed)."""
+        of, flags = self.get(fh)
+        if sync or is_writable(flags):
+            of.flush()
 
     def release(self, fh: int) -> None:
         with self._lock:
