@@ -56,6 +56,7 @@ class OpenFile:
         self.entry = entry
         self.exists_remote = exists
         self.refs = 0
+        self.closed = False
         self.lock = threading.RLock()
         self.dirty = not exists  # metadata or data not yet in S3
         self.unlinked = False
@@ -129,6 +130,8 @@ class OpenFile:
             self.exists_remote = True
             self.entry = self.entry.copy(etag=etag, content_type=ctype, size=self.cf.size)
             self.table.on_upload(self.path, self.entry)
+        if self.refs == 0:  # kept after a failed upload (FileTable.settle): done now
+            self.table.settle(self)
 
     def _precondition(self) -> Precondition | None:
         """Never overwrite what another host wrote since this one opened the file."""
@@ -240,14 +243,43 @@ class FileTable:
                 return
             of = found[0]
             of.refs -= 1
-            last = of.refs == 0
-            if last and self._by_path.get(of.path) is of:
-                del self._by_path[of.path]
-        if not last:
-            return
+            if of.refs:
+                return
         if of.needs_upload:
             with contextlib.suppress(FuseOSError):
                 of.flush()
+        self.settle(of)
+
+    def settle(self, of: OpenFile) -> None:
+        """No handle left on ``of``: close it, unless its data is not in S3 yet.
+
+        Such a file stays in the table, so the path keeps showing what was written,
+        and the next open and fsync/close of the path (or the unmount) uploads it
+        again; a copy goes to the cache's failed/ directory meanwhile."""
+        with self._lock:
+            if of.refs or of.closed:
+                return
+            registered = self._by_path.get(of.path) is of
+            if registered and of.needs_upload and not of.conflict:
+                keep = True
+            else:
+                keep = False
+                of.closed = True
+                if registered:
+                    del self._by_path[of.path]
+        if keep:
+            try:
+                kept = self.data.keep_failed(of.cf)
+            except OSError as exc:
+                kept = f"(no copy: {exc})"
+            log.error(
+                "upload of %s failed; its data is kept in %s and uploaded again by the next "
+                "fsync or close of %s",
+                of.key,
+                kept,
+                of.path,
+            )
+            return
         kept = of.close()
         if kept:
             log.error("upload of %s never succeeded; its data is kept in %s", of.key, kept)
@@ -288,6 +320,7 @@ class FileTable:
             with of.lock:
                 of.unlinked = True
             self.data.detach(of.key)
+            self.settle(of)  # closes it if it was only kept for a failed upload
         elif key is not None:
             self.data.forget(key)
 
