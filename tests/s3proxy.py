@@ -53,6 +53,7 @@ class S3Proxy:
         parts = urlsplit(target)
         self.target_host, self.target_port = parts.hostname, parts.port or 80
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self.in_flight: Counter[str] = Counter()
         self.max_in_flight: Counter[str] = Counter()
         self.total: Counter[str] = Counter()
@@ -128,6 +129,14 @@ class S3Proxy:
     def _leave(self, method: str) -> None:
         with self._lock:
             self.in_flight[method] -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Wait until no request is in the proxy, so that requests faulted earlier
+        (silenced until the client's timeout, delayed) are over on both sides."""
+        with self._idle:
+            if not self._idle.wait_for(lambda: not +self.in_flight, timeout):
+                raise TimeoutError(f"requests still in the proxy: {+self.in_flight}")
 
     # -- serving -------------------------------------------------------------------------
     def _listen(self, port: int) -> ThreadingHTTPServer:
