@@ -176,7 +176,8 @@ class Reader:
                 with self.cf.lock:
                     if self.cf.fd < 0:
                         return
-                    self.cf.fill(pos, chunk)
+                    # past remote_limit the file was truncated meanwhile: not these bytes
+                    self.cf.fill(pos, chunk[: max(0, self.cf.remote_limit - pos)])
                 pos += len(chunk)
         finally:
             body.close()

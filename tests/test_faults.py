@@ -227,6 +227,28 @@ def test_a_read_waiting_on_another_reads_fetch_gets_its_own_bytes(s3, bucket, pr
     assert got["b"] == data[:65536]
 
 
+def test_a_slow_fetch_never_brings_old_bytes_back_after_a_truncate(s3, bucket, proxy, via_proxy):
+    """A read-ahead GET still under way when the file is truncated and rewritten must
+    not fill the new file's holes with the old object's bytes."""
+    s3.put_object(Bucket=bucket, Key="t.bin", Body=os.urandom(1 * MiB))
+    mnt = via_proxy(bucket, "direct_io")
+    fds = [os.open(mnt.path("t.bin"), os.O_RDONLY)]
+    proxy.inject(1.0, [DELAY], methods=["GET"], delay=0.6)
+    try:
+        reading = threading.Thread(target=os.pread, args=(fds[0], 4096, 0))
+        reading.start()
+        threading.Event().wait(0.2)  # its GET of the whole object is on its way
+        fds.append(os.open(mnt.path("t.bin"), os.O_RDWR | os.O_TRUNC))
+        os.pwrite(fds[1], b"new", 100_000)
+        reading.join()
+        proxy.wait_idle()  # the old bytes have come
+        assert os.pread(fds[1], 200_000, 0) == bytes(100_000) + b"new"
+        os.close(fds.pop())
+    finally:
+        close_quietly(fds)
+    assert s3_bytes(s3, bucket, "t.bin") == bytes(100_000) + b"new"
+
+
 # -- uploads -------------------------------------------------------------------------------
 
 
