@@ -440,6 +440,14 @@ class FileTable:
                 of.flush()  # the writer already saw any EIO at close; retried below
         if of.needs_upload and not of.conflict and self.journal is not None:
             of.park()
+            if not self.writeback:
+                log.error(
+                    "upload of %s failed; its data is kept in %s and uploaded again in the "
+                    "background, by the next fsync or close of %s, or by the next mount",
+                    of.key,
+                    of.cf.path,
+                    of.path,
+                )
             self.uploader.schedule(of, self.settings.writeback_delay if self.writeback else 1.0)
             return
         self._retire(of)

@@ -80,6 +80,9 @@ class ClientSettings:
     unsigned: bool = False
     profile: str | None = None
     retries: int = 5
+    # "adaptive": standard retries with backoff, plus a client-side rate limit that kicks
+    # in after throttling answers (503 SlowDown) and eases off as requests succeed.
+    retry_mode: str = "adaptive"
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     max_pool: int = 32
@@ -138,7 +141,8 @@ def errno_for(exc: BaseException) -> int:
 def make_client(settings: ClientSettings):
     """A thread-safe boto3 S3 client built from the mount settings."""
     config = Config(
-        retries={"max_attempts": settings.retries + 1, "mode": "standard"},
+        # total_max_attempts counts the first try (botocore's max_attempts does not)
+        retries={"total_max_attempts": settings.retries + 1, "mode": settings.retry_mode},
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         max_pool_connections=settings.max_pool,

@@ -108,6 +108,9 @@ class Reader:
         if sequential:
             self.prefetch(end, self.window)
         with cf.lock:
+            if cf.missing(offset, end):  # never serve bytes that did not arrive
+                log.error("read of %s: bytes %d-%d did not arrive", cf.key, offset, end)
+                raise FuseOSError(errno.EIO)
             return cf.pread(size, offset)
 
     def _wait_present(self, start: int, end: int, futures: list[Future]) -> None:
@@ -144,20 +147,20 @@ class Reader:
         with self._lock:
             self._inflight = [t for t in self._inflight if not t[2].done()]
             for start, end in ranges:
-                start = start - start % align
+                pos = start - start % align
                 end = min(limit, -(-end // align) * align)
-                pos = start
                 while pos < end:
+                    running = [(e, f) for s, e, f in self._inflight if s <= pos < e]
+                    if running:  # a fetch under way brings ``pos`` and what follows
+                        futures.append(running[0][1])
+                        pos = running[0][0]
+                        continue
                     piece_end = min(end, (pos // CHUNK + 1) * CHUNK if align == CHUNK else end)
-                    covering = [
-                        f for s, e, f in self._inflight if s <= pos < e or pos <= s < piece_end
-                    ]
-                    if covering:
-                        futures.extend(covering)
-                    else:
-                        future = self.pool.submit(self._fetch, pos, piece_end)
-                        self._inflight.append((pos, piece_end, future))
-                        futures.append(future)
+                    # ... up to where a fetch under way takes over
+                    piece_end = min([s for s, _, _ in self._inflight if pos < s] + [piece_end])
+                    future = self.pool.submit(self._fetch, pos, piece_end)
+                    self._inflight.append((pos, piece_end, future))
+                    futures.append(future)
                     pos = piece_end
         return futures
 
@@ -173,7 +176,8 @@ class Reader:
                 with self.cf.lock:
                     if self.cf.fd < 0:
                         return
-                    self.cf.fill(pos, chunk)
+                    # past remote_limit the file was truncated meanwhile: not these bytes
+                    self.cf.fill(pos, chunk[: max(0, self.cf.remote_limit - pos)])
                 pos += len(chunk)
         finally:
             body.close()
@@ -252,7 +256,10 @@ class Writer:
             candidates = sorted(self.pending | set(range(first, last + 1)))
             self.pending.clear()
         for k in candidates:
-            self._maybe_stream(k)
+            try:
+                self._maybe_stream(k)
+            except Exception as exc:  # the bytes are in the cache: flush uploads them
+                log.warning("streaming part %d of %s failed: %s", k + 1, self.cf.key, exc)
 
     def truncated(self, length: int) -> None:
         """Parts at or after a truncation no longer hold what may have been streamed."""

@@ -1,0 +1,407 @@
+"""Never lose a byte: a real mount behind a fault-injecting proxy (tests/s3proxy.py).
+
+Failing S3 requests (500 InternalError, 503 SlowDown, reset connections, delays,
+silence) and a server cut off entirely must never look like "not found", never show a
+wrong size, never replace an object by an empty one, never return wrong bytes, never
+take the daemon down and never lose written data. What the user sees is EIO, or the
+operation succeeds after retries. Every outcome is also checked in S3 itself, with boto3
+talking to the server directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import random
+import re
+import stat
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import pytest
+from s3proxy import DELAY, ERROR_500, ERROR_503, RESET, SILENCE, S3Proxy
+
+MiB = 1024 * 1024
+# Short timeouts keep "silence" and "cut off" quick; a test never asserts a duration.
+QUICK = ("connect_timeout=1", "readwrite_timeout=2")
+
+
+@pytest.fixture
+def proxy(s3_server):
+    proxy = S3Proxy(s3_server.url, seed=20240601).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def via_proxy(proxy, mounter, s3_server, tmp_path):
+    """Mount through the proxy; faults end before the mount is unmounted (so an
+    unmount after a failed test does not wait on them)."""
+    log = tmp_path / "pys3fs.log"
+
+    def make(bucket: str, *options: str):
+        server = replace(s3_server, url=proxy.url)
+        mnt = mounter(bucket, *QUICK, f"logfile={log}", *options, server=server)
+        mnt.log = log
+        return mnt
+
+    try:
+        yield make
+    finally:
+        proxy.clear()
+        proxy.restore()
+
+
+def s3_bytes(s3, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def fails_with_eio(call, *args) -> None:
+    """The call fails, and with EIO: never ENOENT (or anything else)."""
+    with pytest.raises(OSError) as info:
+        call(*args)
+    assert info.value.errno == errno.EIO, f"{call.__name__}{args}: {info.value}"
+
+
+def all_fail_with_eio(*calls: tuple) -> None:
+    """fails_with_eio for each (call, *args), run side by side as by several users."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        list(pool.map(lambda c: fails_with_eio(*c), calls))
+
+
+def wait_for(find, count: int, timeout: float = 60) -> list:
+    """What ``find()`` returns once it holds ``count`` items (for what the daemon does
+    after a call has returned); fails the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while len(found := find()) < count:
+        assert time.monotonic() < deadline, f"only {found}"
+        time.sleep(0.05)
+    return found
+
+
+def close_quietly(fds: list[int]) -> None:
+    """Close what a failed test left open (an open file would block the unmount)."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def close_failing(fds: list[int], i: int) -> None:
+    """close(2) of ``fds[i]`` fails with EIO (the descriptor is gone all the same)."""
+    fd, fds[i] = fds[i], -1
+    fails_with_eio(os.close, fd)
+
+
+def read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+# -- only a real 404 is "not found" -------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", [ERROR_500, ERROR_503, RESET, SILENCE])
+def test_a_failing_server_never_makes_a_file_look_missing_or_empty(
+    s3, bucket, proxy, via_proxy, kind
+):
+    data, other = os.urandom(300_000), os.urandom(1000)
+    mode = stat.S_IFREG | 0o640
+    s3.put_object(Bucket=bucket, Key="d/f.bin", Body=data, Metadata={"mode": str(mode)})
+    s3.put_object(Bucket=bucket, Key="d/g.bin", Body=other)
+    retries = "retries=1" if kind in (ERROR_500, RESET) else "retries=0"  # quick either way
+    mnt = via_proxy(bucket, retries, "readwrite_timeout=1")
+    path = mnt.path("d", "f.bin")
+    assert os.path.isdir(mnt.path("d"))  # the directory is known; its files are not yet
+    opened = os.open(mnt.path("d", "g.bin"), os.O_RDONLY)  # a HEAD, no data yet
+    try:
+        proxy.inject(1.0, [kind], methods=["HEAD", "GET"])  # GET: reads and listings
+        all_fail_with_eio(
+            (os.read, opened, 4096),
+            (os.stat, path),
+            (os.listdir, mnt.path("d")),
+            (os.listdir, mnt.mountpoint),
+            (open, path, "ab"),
+            (open, path, "wb"),  # O_TRUNC of a file it cannot see: no empty PUT
+        )
+
+        proxy.inject(1.0, [kind], methods=["HEAD"])  # listings work, their HEADs fail
+        assert sorted(os.listdir(mnt.path("d"))) == ["f.bin", "g.bin"]
+        fails_with_eio(os.stat, path)
+
+        proxy.clear()
+        st = os.stat(path)
+        assert (st.st_size, st.st_mode) == (len(data), mode)
+        assert read_file(path) == data
+        assert os.read(opened, len(other) + 1) == other
+    finally:
+        os.close(opened)
+    assert proxy.injected[kind] > 0
+    assert s3_bytes(s3, bucket, "d/f.bin") == data  # never replaced by an empty object
+    assert s3_bytes(s3, bucket, "d/g.bin") == other
+    assert {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]} == {
+        "d/f.bin",
+        "d/g.bin",
+    }
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_retries_is_the_number_of_retries(s3, bucket, proxy, via_proxy, retries):
+    s3.put_object(Bucket=bucket, Key="f", Body=b"f")
+    mnt = via_proxy(bucket, f"retries={retries}")
+    proxy.inject(1.0, [ERROR_500], methods=["HEAD"])
+    before = proxy.total["HEAD"]
+    fails_with_eio(os.stat, mnt.path("f"))
+    assert proxy.total["HEAD"] - before == retries + 1
+
+
+# -- reads ---------------------------------------------------------------------------------
+
+
+def test_reads_under_faults_return_the_right_bytes_or_eio(s3, bucket, proxy, via_proxy):
+    data = os.urandom(3 * MiB)
+    s3.put_object(Bucket=bucket, Key="r.bin", Body=data)
+    mnt = via_proxy(bucket, "retries=0", "readwrite_timeout=1", "direct_io")
+    fds = [os.open(mnt.path("r.bin"), os.O_RDONLY) for _ in range(4)]
+    kinds = [ERROR_500, ERROR_503, RESET, DELAY, SILENCE]
+    proxy.inject(0.5, kinds, methods=["GET"], delay=0.3)
+    outcomes: list[str] = []
+    wrong: list[tuple[int, int]] = []
+
+    def reader(fd: int, seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(8):
+            offset, size = rng.randrange(len(data)), rng.choice([1, 4096, 65536, 131072])
+            try:
+                got = os.pread(fd, size, offset)
+            except OSError as exc:
+                outcomes.append("EIO" if exc.errno == errno.EIO else f"errno {exc.errno}")
+                continue
+            outcomes.append("ok")
+            if got != data[offset : offset + size]:
+                wrong.append((offset, size))
+
+    threads = [threading.Thread(target=reader, args=(fd, i)) for i, fd in enumerate(fds)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        proxy.clear()
+        close_quietly(fds)
+    proxy.wait_idle()  # reads still waiting on a silenced request are done
+    assert wrong == []
+    assert set(outcomes) == {"ok", "EIO"}  # both happened, nothing else did
+    assert read_file(mnt.path("r.bin")) == data
+
+
+def test_a_read_waiting_on_another_reads_fetch_gets_its_own_bytes(s3, bucket, proxy, via_proxy):
+    """Two reads of one file, the first one's ranged GET slowed down: the second must
+    not take that GET for its own when it covers only part of what it needs."""
+    data = os.urandom(1 * MiB)
+    s3.put_object(Bucket=bucket, Key="two.bin", Body=data)
+    mnt = via_proxy(bucket, "direct_io")
+    first, second = (os.open(mnt.path("two.bin"), os.O_RDONLY) for _ in range(2))
+    got: dict[str, bytes] = {}
+    proxy.inject(1.0, [DELAY], methods=["GET"], delay=0.6)
+    try:
+        later = threading.Thread(target=lambda: got.update(a=os.pread(first, 65536, 100_000)))
+        later.start()
+        threading.Event().wait(0.2)  # the first GET is on its way
+        got["b"] = os.pread(second, 65536, 0)
+        later.join()
+    finally:
+        os.close(first)
+        os.close(second)
+    assert got["a"] == data[100_000:165_536]
+    assert got["b"] == data[:65536]
+
+
+def test_a_slow_fetch_never_brings_old_bytes_back_after_a_truncate(s3, bucket, proxy, via_proxy):
+    """A read-ahead GET still under way when the file is truncated and rewritten must
+    not fill the new file's holes with the old object's bytes."""
+    s3.put_object(Bucket=bucket, Key="t.bin", Body=os.urandom(1 * MiB))
+    mnt = via_proxy(bucket, "direct_io")
+    fds = [os.open(mnt.path("t.bin"), os.O_RDONLY)]
+    proxy.inject(1.0, [DELAY], methods=["GET"], delay=0.6)
+    try:
+        reading = threading.Thread(target=os.pread, args=(fds[0], 4096, 0))
+        reading.start()
+        threading.Event().wait(0.2)  # its GET of the whole object is on its way
+        fds.append(os.open(mnt.path("t.bin"), os.O_RDWR | os.O_TRUNC))
+        os.pwrite(fds[1], b"new", 100_000)
+        reading.join()
+        proxy.wait_idle()  # the old bytes have come
+        assert os.pread(fds[1], 200_000, 0) == bytes(100_000) + b"new"
+        os.close(fds.pop())
+    finally:
+        close_quietly(fds)
+    assert s3_bytes(s3, bucket, "t.bin") == bytes(100_000) + b"new"
+
+
+# -- uploads -------------------------------------------------------------------------------
+
+
+def test_an_upload_out_of_retries_fails_with_eio_keeps_the_data_and_succeeds_later(
+    s3, bucket, proxy, via_proxy
+):
+    s3.put_object(Bucket=bucket, Key="old.txt", Body=b"old content")
+    mnt = via_proxy(bucket, "retries=1", "multipart_size=5")
+    new, over, big = os.urandom(200_000), os.urandom(50_000), os.urandom(6 * MiB + 123)
+    os.stat(mnt.path("old.txt"))
+    proxy.inject(1.0, [ERROR_500], methods=["PUT", "POST"])  # uploads, parts, completions
+    fds = [
+        os.open(mnt.path("new.bin"), os.O_CREAT | os.O_WRONLY, 0o600),
+        os.open(mnt.path("old.txt"), os.O_WRONLY | os.O_TRUNC),
+        os.open(mnt.path("big.bin"), os.O_CREAT | os.O_WRONLY, 0o644),
+    ]
+    try:
+        assert os.write(fds[0], new) == len(new)
+        fails_with_eio(os.fsync, fds[0])
+        assert os.write(fds[1], over) == len(over)
+        for start in range(0, len(big), MiB):  # every write lands in the cache, parts fail
+            assert os.write(fds[2], big[start : start + MiB]) == len(big[start : start + MiB])
+        for i in range(len(fds)):
+            close_failing(fds, i)
+    finally:
+        close_quietly(fds)
+
+    # A copy of each is in the cache directory, where the log says (once the last
+    # close, which close(2) does not wait for, has run).
+    kept = wait_for(
+        lambda: re.findall(r"upload of (\S+) failed; .* kept in (\S+)", mnt.log.read_text()), 3
+    )
+    assert {name: read_file(copy) for name, copy in kept} == {
+        "new.bin": new,
+        "old.txt": over,
+        "big.bin": big,
+    }
+    # The files show what was written; S3 keeps what it had (never an empty object).
+    assert s3_bytes(s3, bucket, "old.txt") == b"old content"
+    assert {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]} == {"old.txt"}
+    assert os.stat(mnt.path("new.bin")).st_size == len(new)
+    assert read_file(mnt.path("old.txt")) == over
+    assert sorted(os.listdir(mnt.mountpoint)) == ["big.bin", "new.bin", "old.txt"]
+
+    proxy.clear()
+    write_file(mnt.path("other.txt"), b"the daemon is fine")  # still up, other files work
+    assert s3_bytes(s3, bucket, "other.txt") == b"the daemon is fine"
+    for name in ("new.bin", "old.txt", "big.bin"):  # the next open + fsync uploads
+        fd = os.open(mnt.path(name), os.O_RDWR)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    assert s3_bytes(s3, bucket, "new.bin") == new
+    assert s3_bytes(s3, bucket, "old.txt") == over
+    assert s3_bytes(s3, bucket, "big.bin") == big
+    assert stat.S_IMODE(os.stat(mnt.path("new.bin")).st_mode) == 0o600
+
+
+# -- the server cut off --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("refuse", [True, False], ids=["refused", "reset"])
+def test_a_server_cut_off_gives_eio_then_everything_works_again(
+    s3, bucket, proxy, via_proxy, refuse
+):
+    data = os.urandom(100_000)
+    s3.put_object(Bucket=bucket, Key="here.bin", Body=data)
+    s3.put_object(Bucket=bucket, Key="dir/x", Body=b"x")
+    mnt = via_proxy(bucket, "retries=1")
+    fds = [
+        os.open(mnt.path("here.bin"), os.O_RDONLY),
+        os.open(mnt.path("during.txt"), os.O_CREAT | os.O_WRONLY, 0o644),
+    ]
+    try:
+        proxy.cut_off(refuse=refuse)
+        os.write(fds[1], b"written while the server was away")
+        close_failing(fds, 1)
+        fails_with_eio(os.read, fds[0], 1000)
+        fails_with_eio(os.stat, mnt.path("dir"))
+        fails_with_eio(os.listdir, mnt.mountpoint)
+        fails_with_eio(write_file, mnt.path("new.txt"), b"n")
+        fails_with_eio(os.mkdir, mnt.path("newdir"))
+
+        proxy.restore()
+        assert os.read(fds[0], len(data)) == data
+        assert os.listdir(mnt.path("dir")) == ["x"]
+        write_file(mnt.path("new.txt"), b"n")
+        os.mkdir(mnt.path("newdir"))
+        os.close(os.open(mnt.path("during.txt"), os.O_WRONLY))  # uploads it now
+    finally:
+        close_quietly(fds)
+    names = ["dir", "during.txt", "here.bin", "new.txt", "newdir"]
+    assert sorted(os.listdir(mnt.mountpoint)) == names
+    assert s3_bytes(s3, bucket, "during.txt") == b"written while the server was away"
+    assert s3_bytes(s3, bucket, "new.txt") == b"n"
+    assert s3_bytes(s3, bucket, "here.bin") == data
+
+
+# -- a mixed workload ----------------------------------------------------------------------
+
+
+def test_a_mixed_workload_under_ten_percent_faults_loses_nothing(s3, bucket, proxy, via_proxy):
+    """Creates, writes, appends, reads, renames, chmod, unlinks and mkdir with 10% of
+    all requests failing or slow; the default retries make every one succeed."""
+    mnt = via_proxy(bucket, "retries=5")
+    umask = os.umask(0)
+    os.umask(umask)
+    proxy.inject(0.10, [ERROR_500, ERROR_503, RESET, DELAY], delay=0.2)
+    rng = random.Random(5)
+    files: dict[str, list] = {}  # relative path -> [content, permission bits]
+    dirs = ["a", "b", "a/c"]
+    for d in dirs:
+        os.mkdir(mnt.path(d))
+    for i in range(36):
+        rel = f"{dirs[i % 3]}/f{i:02d}"
+        data = rng.randbytes(rng.choice([0, 100, 5000, 70_000]))
+        write_file(mnt.path(rel), data)
+        files[rel] = [data, 0o666 & ~umask]
+    for i, rel in enumerate(list(files)):
+        if i % 4 == 0:
+            extra = rng.randbytes(3000)
+            with open(mnt.path(rel), "ab") as f:
+                f.write(extra)
+            files[rel][0] += extra
+        if i % 5 == 1:
+            os.chmod(mnt.path(rel), 0o600)
+            files[rel][1] = 0o600
+        if i % 6 == 2:
+            new = rel.replace("/f", "/r")
+            os.rename(mnt.path(rel), mnt.path(new))
+            files[new] = files.pop(rel)
+        elif i % 7 == 3:
+            os.unlink(mnt.path(rel))
+            del files[rel]
+    os.rename(mnt.path("b"), mnt.path("b2"))
+    files = {("b2" + k[1:] if k.startswith("b/") else k): v for k, v in files.items()}
+    for rel, (data, _) in files.items():  # read back while the faults go on
+        assert read_file(mnt.path(rel)) == data
+    assert proxy.injected.total() > 10
+    proxy.clear()
+
+    seen = {}
+    for root, _, names in os.walk(mnt.mountpoint):
+        for name in names:
+            path = os.path.join(root, name)
+            st, content = os.stat(path), read_file(path)
+            assert st.st_size == len(content)
+            seen[os.path.relpath(path, mnt.mountpoint)] = [content, stat.S_IMODE(st.st_mode)]
+    assert seen == files
+    objects = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert objects == set(files) | {"a/", "a/c/", "b2/"}
+    for rel, (data, mode) in files.items():
+        head = s3.head_object(Bucket=bucket, Key=rel)
+        assert int(head["Metadata"]["mode"]) == stat.S_IFREG | mode, rel
+        assert s3_bytes(s3, bucket, rel) == data
