@@ -178,7 +178,7 @@ class OpenFile:
             try:
                 etag = self.writer.flush(meta, ctype, self._precondition())
             except ConflictError:
-                etag = self._uploaded_before_crash()
+                etag = self._already_uploaded()
                 if etag is None:
                     self._conflicted()
                     raise FuseOSError(errno.EIO) from None
@@ -208,11 +208,11 @@ class OpenFile:
             return Precondition(absent=True)
         return Precondition(etag=self.cf.etag) if self.cf.etag else None
 
-    def _uploaded_before_crash(self) -> str | None:
-        """A recovered upload may have completed just before the crash, with only its
-        journal record left behind: then S3 holds exactly these bytes already."""
-        if not self.recovered:
-            return None
+    def _already_uploaded(self) -> str | None:
+        """A refused conditional write may be our own: an upload that completed while
+        its answer was lost (a reset, a timeout: botocore's retry then meets the new
+        version), or one that completed just before a crash left its journal record
+        behind. When S3 holds exactly these bytes, that is success, not a conflict."""
         info = self.table.backend.head(self.key)
         if info is None or info.size != self.cf.size or info.etag is None:
             return None
@@ -265,7 +265,7 @@ class OpenFile:
         elif self.failures:
             state = f"retrying ({self.failures} failed attempts)"
         else:
-            state = "queued"
+            state = "queued (left by an earlier mount)" if self.recovered else "queued"
         return {
             "key": self.key,
             "size": self.cf.size,

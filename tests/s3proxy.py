@@ -34,7 +34,8 @@ ERROR_503 = "503"  # 503 SlowDown, S3's throttling answer: clients must slow dow
 RESET = "reset"  # the connection is reset (RST) before any answer
 DELAY = "delay"  # the answer comes, but only after ``delay`` seconds
 SILENCE = "silence"  # no answer at all, until the client gives up and closes
-KINDS = (ERROR_500, ERROR_503, RESET, DELAY, SILENCE)
+LOST = "lost"  # the server does the request, but its answer is lost (a reset instead)
+KINDS = (ERROR_500, ERROR_503, RESET, DELAY, SILENCE, LOST)
 
 _ERRORS = {
     ERROR_500: (500, "Internal Server Error", "InternalError", "We encountered an internal "
@@ -62,6 +63,7 @@ class S3Proxy:
         self._rate = 0.0
         self._kinds: tuple[str, ...] = ()
         self._methods: frozenset[str] | None = None
+        self._left: int | None = None  # faults still to inject (None: no limit)
         self.delay = 1.0
         self._cut = False
         self._stopping = threading.Event()
@@ -76,13 +78,14 @@ class S3Proxy:
         kinds: Iterable[str] = (ERROR_500,),
         methods: Iterable[str] | None = None,
         delay: float = 1.0,
+        limit: int | None = None,
     ) -> None:
         """Fail a share ``rate`` (0..1) of the requests of ``methods`` (all if None)
-        with one of ``kinds``; DELAY waits ``delay`` seconds."""
+        with one of ``kinds``; DELAY waits ``delay`` seconds; ``limit`` faults at most."""
         kinds = tuple(kinds)
         assert kinds and all(k in KINDS for k in kinds), kinds
         with self._lock:
-            self._rate, self._kinds, self.delay = rate, kinds, delay
+            self._rate, self._kinds, self.delay, self._left = rate, kinds, delay, limit
             self._methods = frozenset(m.upper() for m in methods) if methods else None
 
     def clear(self) -> None:
@@ -114,8 +117,10 @@ class S3Proxy:
                 return RESET
             if self._methods is not None and method not in self._methods:
                 return None
-            if not self._rate or self._random.random() >= self._rate:
+            if not self._rate or self._random.random() >= self._rate or self._left == 0:
                 return None
+            if self._left is not None:
+                self._left -= 1
             kind = self._random.choice(self._kinds)
             self.injected[kind] += 1
             return kind
@@ -186,6 +191,10 @@ def _handler(proxy: S3Proxy) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else None
             fault = proxy._choose(self.command)
             try:
+                if fault == LOST:
+                    proxy.forward(self.command, self.path, self.headers, body)
+                    self.reset()
+                    return
                 if fault is not None and fault != DELAY:
                     self.fault(fault)
                     return

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
-from s3proxy import DELAY, ERROR_500, ERROR_503, RESET, SILENCE, S3Proxy
+from s3proxy import DELAY, ERROR_500, ERROR_503, LOST, RESET, SILENCE, S3Proxy
 
 MiB = 1024 * 1024
 # Short timeouts keep "silence" and "cut off" quick; a test never asserts a duration.
@@ -405,3 +405,24 @@ def test_a_mixed_workload_under_ten_percent_faults_loses_nothing(s3, bucket, pro
         head = s3.head_object(Bucket=bucket, Key=rel)
         assert int(head["Metadata"]["mode"]) == stat.S_IFREG | mode, rel
         assert s3_bytes(s3, bucket, rel) == data
+
+
+# -- answers lost after the server acted -----------------------------------------------
+
+
+def test_a_lost_answer_to_an_upload_is_not_a_conflict(s3, bucket, proxy, via_proxy, tmp_path):
+    """The server stores a conditional PUT but its answer is lost: botocore's retry then
+    meets the new version (412). That is our own upload, not another writer's."""
+    s3.put_object(Bucket=bucket, Key="old.txt", Body=b"old content")
+    mnt = via_proxy(bucket, "retries=3")
+    os.stat(mnt.path("old.txt"))
+    created, replaced = os.urandom(70_000), os.urandom(30_000)
+    proxy.inject(1.0, [LOST], methods=["PUT"], limit=1)
+    write_file(mnt.path("new.bin"), created)  # If-None-Match: *
+    proxy.inject(1.0, [LOST], methods=["PUT"], limit=1)
+    write_file(mnt.path("old.txt"), replaced)  # If-Match: the old ETag
+    assert proxy.injected[LOST] == 2
+    assert s3_bytes(s3, bucket, "new.bin") == created
+    assert s3_bytes(s3, bucket, "old.txt") == replaced
+    assert not (tmp_path / "cache0" / bucket / "failed").exists()
+    assert "conflict" not in mnt.log.read_text()
