@@ -426,3 +426,33 @@ def test_a_lost_answer_to_an_upload_is_not_a_conflict(s3, bucket, proxy, via_pro
     assert s3_bytes(s3, bucket, "old.txt") == replaced
     assert not (tmp_path / "cache0" / bucket / "failed").exists()
     assert "conflict" not in mnt.log.read_text()
+
+
+def test_data_of_a_failed_upload_reaches_s3_at_the_next_mount(
+    s3, bucket, proxy, via_proxy, tmp_path
+):
+    """Server gone at close and still gone at unmount: the journal keeps the data, and
+    the next mount with the same cache directory uploads it once S3 is back."""
+    cache = tmp_path / "kept-cache"
+    mnt = via_proxy(bucket, "retries=0", f"use_cache={cache}")
+    data = os.urandom(150_000)
+    fd = os.open(mnt.path("survivor.bin"), os.O_CREAT | os.O_WRONLY, 0o640)
+    try:
+        proxy.cut_off()
+        os.write(fd, data)
+        fails_with_eio(os.close, fd)
+    finally:
+        close_quietly([fd])
+    mnt.unmount()  # the unmount's last try fails too: the data stays journaled
+    assert not _exists(s3, bucket, "survivor.bin")
+    proxy.restore()
+    mnt = via_proxy(bucket, f"use_cache={cache}")
+    assert read_file(mnt.path("survivor.bin")) == data
+    wait_for(lambda: [1] if _exists(s3, bucket, "survivor.bin") else [], 1)
+    assert s3_bytes(s3, bucket, "survivor.bin") == data
+    mode = int(s3.head_object(Bucket=bucket, Key="survivor.bin")["Metadata"]["mode"])
+    assert stat.S_IMODE(mode) == 0o640
+
+
+def _exists(s3, bucket: str, key: str) -> bool:
+    return key in {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
