@@ -223,8 +223,20 @@ class Backend:
 
     def first_keys(self, prefix: str, count: int = 2) -> list[str]:
         """Up to ``count`` keys below ``prefix``: enough to tell empty from not empty."""
+        return [o.key for o in self.first_objects(prefix, count)]
+
+    def first_objects(self, prefix: str, count: int = 2) -> list[ObjectInfo]:
+        """Up to ``count`` objects below ``prefix``, with their sizes (no metadata)."""
         resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=count)
-        return [o["Key"] for o in resp.get("Contents", [])]
+        return [
+            ObjectInfo(
+                key=o["Key"],
+                size=o.get("Size", 0),
+                etag=norm_etag(o.get("ETag")),
+                last_modified=o.get("LastModified"),
+            )
+            for o in resp.get("Contents", [])
+        ]
 
     def all_objects(self, prefix: str) -> list[ObjectInfo]:
         """Every object below ``prefix``, recursively (with sizes, without metadata)."""
