@@ -245,11 +245,20 @@ class Backend:
             found.extend(page.objects)
         return found
 
-    def get_stream(self, key: str, start: int, length: int):
-        """A streaming body of bytes ``[start, start+length)``: read it in pieces."""
-        resp = self.client.get_object(
-            Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
-        )
+    def get_stream(self, key: str, start: int, length: int, etag: str | None = None):
+        """A streaming body of bytes ``[start, start+length)``: read it in pieces.
+
+        With ``etag`` the GET is conditional (If-Match): when the object was replaced
+        since, ConflictError is raised instead of handing out bytes of another version."""
+        kwargs = {"Bucket": self.bucket, "Key": key, "Range": f"bytes={start}-{start + length - 1}"}
+        if etag:
+            kwargs["IfMatch"] = etag
+        try:
+            resp = self.client.get_object(**kwargs)
+        except botocore.exceptions.ClientError as exc:
+            if etag and is_precondition_failure(exc):
+                raise ConflictError(key) from exc
+            raise
         return resp["Body"]
 
     def get(self, key: str) -> bytes:

@@ -162,8 +162,21 @@ class Reader:
         return futures
 
     def _fetch(self, start: int, end: int) -> None:
-        """One ranged GET streamed into the cache file, a megabyte at a time."""
-        body = self.backend.get_stream(self.cf.key, start, end - start)
+        """One ranged GET streamed into the cache file, a megabyte at a time.
+
+        Only bytes of the version the cache file holds are fetched: if the object was
+        replaced since (another host, or a rename over a file still open here), the read
+        fails with EIO rather than mixing two versions."""
+        try:
+            body = self.backend.get_stream(self.cf.key, start, end - start, self.cf.etag)
+        except ConflictError:
+            log.warning(
+                "s3://%s/%s changed on S3 while open here: reads of bytes not cached yet "
+                "fail with EIO (reopen the file to read the new version)",
+                self.backend.bucket,
+                self.cf.key,
+            )
+            raise FuseOSError(errno.EIO) from None
         pos = start
         try:
             while pos < end:

@@ -380,9 +380,7 @@ def test_directory_marker_with_content_keeps_its_bytes(mnt, s3, bucket):
     os.chmod(mnt.path("m"), 0o700)
     assert stat.S_IMODE(os.stat(mnt.path("m")).st_mode) == 0o700
     assert keys_under(s3, bucket) == {"m/": b"marker body", "plain/": b"other body"}
-    assert s3.head_object(Bucket=bucket, Key="m/")["Metadata"]["mode"] == str(
-        stat.S_IFDIR | 0o700
-    )
+    assert s3.head_object(Bucket=bucket, Key="m/")["Metadata"]["mode"] == str(stat.S_IFDIR | 0o700)
     os.rename(mnt.path("m"), mnt.path("n"))
     assert keys_under(s3, bucket) == {"n/": b"marker body", "plain/": b"other body"}
     assert_errno(errno.ENOTEMPTY, os.rmdir, mnt.path("n"))
