@@ -123,6 +123,11 @@ class Reader:
         with cf.lock:
             if cf.missing(start, end):
                 self.wait(futures)
+        with cf.lock:
+            if cf.missing(start, end):
+                # Never hand out the sparse file's zeros for bytes that did not arrive.
+                log.error("bytes of %s did not arrive: read fails with EIO", cf.key)
+                raise FuseOSError(errno.EIO)
 
     def ensure(self, start: int, end: int) -> None:
         """Make ``[start, end)`` present (used before uploading a partly written part)."""
@@ -149,17 +154,29 @@ class Reader:
                 pos = start
                 while pos < end:
                     piece_end = min(end, (pos // CHUNK + 1) * CHUNK if align == CHUNK else end)
-                    covering = [
-                        f for s, e, f in self._inflight if s <= pos < e or pos <= s < piece_end
-                    ]
-                    if covering:
-                        futures.extend(covering)
-                    else:
-                        future = self.pool.submit(self._fetch, pos, piece_end)
-                        self._inflight.append((pos, piece_end, future))
-                        futures.append(future)
+                    # Fetches under way bring their part of the piece; the rest is fetched
+                    # here (a fetch that merely overlaps the piece does not cover all of it).
+                    under_way = sorted(
+                        (max(s, pos), min(e, piece_end), f)
+                        for s, e, f in self._inflight
+                        if s < piece_end and e > pos
+                    )
+                    cursor = pos
+                    for s, e, f in under_way:
+                        if s > cursor:
+                            futures.append(self._submit(cursor, s))
+                        futures.append(f)
+                        cursor = max(cursor, e)
+                    if cursor < piece_end:
+                        futures.append(self._submit(cursor, piece_end))
                     pos = piece_end
         return futures
+
+    def _submit(self, start: int, end: int) -> Future:
+        """Start one ranged GET (the caller holds ``_lock``)."""
+        future = self.pool.submit(self._fetch, start, end)
+        self._inflight.append((start, end, future))
+        return future
 
     def _fetch(self, start: int, end: int) -> None:
         """One ranged GET streamed into the cache file, a megabyte at a time.

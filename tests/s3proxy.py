@@ -1,10 +1,12 @@
 """An HTTP proxy on 127.0.0.1 between pys3fs and the S3 server, for tests that need to
-see (or later disturb) the requests themselves: it counts requests in flight by method."""
+see or slow down the requests themselves: it counts requests in flight by method, and can
+hold every GET for a while (so that reads overlap deterministically)."""
 
 from __future__ import annotations
 
 import http.client
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -13,8 +15,9 @@ from urllib.parse import urlsplit
 class S3Proxy:
     """Forwards every request to ``target`` and records how many ran at once."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, get_delay: float = 0.0) -> None:
         parts = urlsplit(target)
+        self.get_delay = get_delay  # seconds each GET waits before it is forwarded
         self.target_host, self.target_port = parts.hostname, parts.port or 80
         self._lock = threading.Lock()
         self.in_flight: Counter[str] = Counter()
@@ -31,6 +34,8 @@ class S3Proxy:
             def _forward(self) -> None:
                 proxy._enter(self.command)
                 try:
+                    if self.command == "GET" and proxy.get_delay:
+                        time.sleep(proxy.get_delay)
                     length = int(self.headers.get("Content-Length") or 0)
                     body = self.rfile.read(length) if length else None
                     conn = http.client.HTTPConnection(proxy.target_host, proxy.target_port, 60)
@@ -43,7 +48,9 @@ class S3Proxy:
                     for key, value in resp.getheaders():
                         if key.lower() not in ("transfer-encoding", "connection", "content-length"):
                             self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(data)))
+                    # a HEAD has no body but announces the object's length
+                    length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+                    self.send_header("Content-Length", length or str(len(data)))
                     self.end_headers()
                     if self.command != "HEAD":
                         self.wfile.write(data)

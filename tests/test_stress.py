@@ -392,3 +392,34 @@ def test_reopen_sees_a_same_size_replacement_made_within_one_second(mnt, s3, buc
     else:
         pytest.skip("could not make two versions within one second")
     assert read(mnt.path("f")) == new
+
+
+def test_a_read_overlapping_a_fetch_in_flight_gets_the_right_bytes(s3, bucket, mounter, s3_server):
+    """Two readers of one file: one reads a block in the middle, and while that block is
+    still on its way the other reads from the start. The second must get the file's
+    bytes (before: it waited for the first reader's fetch alone and got zeros)."""
+    from dataclasses import replace
+
+    from s3proxy import S3Proxy
+
+    data = random.Random(3).randbytes(3 << 20)
+    s3.put_object(Bucket=bucket, Key="f", Body=data)
+    proxy = S3Proxy(s3_server.url, get_delay=0.5).start()
+    try:
+        mnt = mounter(bucket, server=replace(s3_server, url=proxy.url))
+        fds = [os.open(mnt.path("f"), os.O_RDONLY) for _ in range(2)]
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                middle = pool.submit(os.pread, fds[0], 4096, 2 << 20)
+                time.sleep(0.2)  # the middle block is being fetched
+                start = pool.submit(os.pread, fds[1], 65536, 0)
+                assert middle.result() == data[2 << 20 : (2 << 20) + 4096]
+                assert start.result() == data[:65536]
+            assert os.pread(fds[1], 1 << 20, 65536) == data[65536 : (1 << 20) + 65536]
+        finally:
+            for fd in fds:
+                os.close(fd)
+        assert read(mnt.path("f")) == data
+        mnt.unmount()
+    finally:
+        proxy.stop()
