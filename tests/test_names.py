@@ -219,9 +219,12 @@ def test_nfc_and_nfd_spellings_are_two_files(mnt, s3, bucket):
     assert keys_under(s3, bucket) == {nfd: b"decomposed"}
 
 
-def test_names_that_are_not_utf8_are_einval(mnt, s3, bucket):
+def test_names_that_are_not_utf8_are_einval(mounter, s3, bucket, tmp_path):
     """S3 keys are UTF-8: a name that is not cannot be stored and is refused (as ext4
-    refuses such names with its strict encoding option)."""
+    refuses such names with its strict encoding option), as an ordinary error, not as an
+    exception that escaped the filesystem (which fusepy logs with a traceback)."""
+    log = tmp_path / "pys3fs.log"
+    mnt = mounter(bucket, f"logfile={log}")
     bad = os.fsencode(mnt.mountpoint) + b"/bad\xffname"
     assert_errno(errno.EINVAL, os.open, bad, os.O_CREAT | os.O_WRONLY, 0o644)
     assert_errno(errno.EINVAL, os.mkdir, bad)
@@ -230,6 +233,8 @@ def test_names_that_are_not_utf8_are_einval(mnt, s3, bucket):
     assert_errno(errno.EINVAL, os.rename, mnt.path("good").encode(), bad)
     assert keys_under(s3, bucket) == {"good": b"x"}
     assert_alive(mnt)
+    text = log.read_text()
+    assert "Uncaught exception" not in text and "Traceback" not in text, text[-2000:]
 
 
 # ----------------------------------------------------------------- lengths
