@@ -17,7 +17,7 @@ normalized (see the README, "What works"):
 - a handle whose file was unlinked or renamed over while open is only closed (hard_remove:
   pys3fs cannot keep serving bytes S3 no longer has); handles of renamed files, and of
   files in renamed directories, go on being used;
-- symlinks, FIFOs and special files are left out (tested in test_files.py); xattrs too.
+- FIFOs and special files are left out (tested in test_files.py); xattrs too.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import random
 import shutil
 import stat
 from dataclasses import dataclass
+from functools import partial
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
@@ -112,6 +113,8 @@ def compact(value):
 
 
 def kind_of(st_mode: int) -> str:
+    if stat.S_ISLNK(st_mode):
+        return "link"
     return "dir" if stat.S_ISDIR(st_mode) else "file" if stat.S_ISREG(st_mode) else "other"
 
 
@@ -126,6 +129,8 @@ def tree(root: str) -> dict[str, tuple]:
             if stat.S_ISREG(st_.st_mode):
                 with open(path, "rb") as f:
                     found[rel] = ("file", stat.S_IMODE(st_.st_mode), st_.st_size, f.read())
+            elif stat.S_ISLNK(st_.st_mode):
+                found[rel] = ("link", st_.st_size, os.readlink(path))
             else:
                 found[rel] = (kind_of(st_.st_mode), stat.S_IMODE(st_.st_mode))
     return found
@@ -407,6 +412,24 @@ def machine_for(mount_root: str, local_root: str):
         @rule(path=st.sampled_from(["", *NAMES]))
         def listdir(self, path):
             self.both(f"listdir {path}", lambda root: sorted(os.listdir(os.path.join(root, path))))
+
+        # -- symlinks (relative targets: the same inside each side) -----------------------
+        @rule(path=paths, to=st.sampled_from(["a", "b", "a/b", "b/a", "nowhere", "."]))
+        def symlink(self, path, to):
+            self.both(f"symlink {path} -> {to}", on_path(partial(os.symlink, to), path))
+
+        @rule(path=paths)
+        def readlink(self, path):
+            self.both(f"readlink {path}", lambda root: os.readlink(os.path.join(root, path)))
+
+        @rule(path=paths)
+        def lstat(self, path):
+            def call(root):
+                st_ = os.lstat(os.path.join(root, path))
+                size = st_.st_size if not stat.S_ISDIR(st_.st_mode) else None
+                return kind_of(st_.st_mode), stat.S_IMODE(st_.st_mode), size
+
+            self.both(f"lstat {path}", call)
 
         # -- attributes ------------------------------------------------------------------
         @rule(path=paths)
