@@ -32,7 +32,7 @@ from .journal import Journal, journal_dir, load_records
 from .metaindex import MetaIndex
 from .namespace import Namespace
 from .options import MountOptions, OptionError, build_options
-from .paths import KeyMap
+from .paths import PATH_ENCODING, KeyMap
 from .recovery import recover
 from .s3client import Backend, ClientSettings, error_code, make_client
 from .stats import STATS_XATTR, format_stats
@@ -307,6 +307,7 @@ def run_foreground(opts: MountOptions, settings: ClientSettings) -> int:
             foreground=True,
             nothreads=opts.single_thread,
             debug=False,
+            encoding=PATH_ENCODING,
             **fuse_options(opts),
         )
     except RuntimeError as exc:

@@ -19,8 +19,8 @@ from .attrs import Entry, encode_entry, entry_from_object, implicit_dir, now_ns
 from .cache import Hint, MetaCache
 from .handles import FileTable, Owner
 from .metaindex import MetaIndex
-from .paths import KeyMap, is_below, join, parent, valid_name
-from .s3client import Backend, ConflictError, ObjectInfo, Precondition
+from .paths import KEY_MAX, KeyMap, is_below, join, parent, valid_name
+from .s3client import Backend, ConflictError, ObjectInfo, Precondition, is_not_found
 
 log = logging.getLogger("pys3fs.namespace")
 
@@ -166,11 +166,11 @@ class Namespace:
         for page in self.backend.list_pages(prefix):
             for sub in page.prefixes:
                 name = sub[len(prefix) : -1]
-                if valid_name(name):
+                if valid_name(name) and fits(sub):
                     dirs.add(name)
             for obj in page.objects:
                 name = obj.key[len(prefix) :]
-                if obj.key != prefix and valid_name(name):
+                if obj.key != prefix and valid_name(name) and fits(obj.key):
                     files[name] = obj
         for name in dirs:
             self.cache.put_hint(join(path, name), Hint(is_dir=True))
@@ -229,10 +229,20 @@ class Namespace:
             return child, None, False
 
     def is_empty(self, path: str) -> bool:
+        return self._emptiness(path)[0]
+
+    def _emptiness(self, path: str) -> tuple[bool, ObjectInfo | None]:
+        """Whether a directory may be removed, and its marker object (None if implicit).
+
+        Keys the mount hides (``d//x``, over-long names) and a marker object that has
+        content count as content: removing the directory would delete bytes that no
+        listing shows."""
         prefix = self.keys.dir_prefix(path)
-        if any(k != prefix for k in self.backend.first_keys(prefix, 2)):
-            return False
-        return not self.files.open_below(path)
+        found = self.backend.first_objects(prefix, 2)
+        marker = next((o for o in found if o.key == prefix), None)
+        if any(o.key != prefix for o in found) or (marker is not None and marker.size):
+            return False, marker
+        return not self.files.open_below(path), marker
 
     # -- creating names ------------------------------------------------------------------
     def new_entry(self, mode: int, uid: int, gid: int) -> Entry:
@@ -276,6 +286,24 @@ class Namespace:
         self.backend.put_stream(key, io.BytesIO(b""), meta, DIR_CONTENT_TYPE, cond)
         self.cache.put(path, entry.copy(marker=True, content_type=DIR_CONTENT_TYPE))
 
+    def _rewrite_marker(self, path: str, entry: Entry) -> None:
+        """New attributes for a directory. An existing marker is copied onto itself, so
+        whatever body it has (other tools write markers with content) is kept."""
+        if not entry.marker:
+            self._put_marker(path, entry)
+            return
+        prefix = self.keys.dir_prefix(path)
+        meta = encode_entry(entry, self.owner.uid, self.owner.gid)
+        ctype = entry.content_type or DIR_CONTENT_TYPE
+        try:
+            self.backend.copy(prefix, prefix, 0, metadata=meta, content_type=ctype)
+        except Exception as exc:
+            if not is_not_found(exc):
+                raise
+            self._put_marker(path, entry)  # removed meanwhile by another host
+            return
+        self.cache.put(path, entry.copy(content_type=ctype))
+
     def put_special(self, path: str, mode: int, uid: int, gid: int, body: bytes = b"") -> Entry:
         """A symlink, FIFO or socket: one object whose mode carries the type."""
         self.check_new(path)
@@ -315,11 +343,12 @@ class Namespace:
     def rmdir(self, path: str) -> None:
         if path == "/":
             raise FuseOSError(errno.EBUSY)
-        entry = self.require_dir(path)
-        if not self.is_empty(path):
+        self.require_dir(path)
+        empty, marker = self._emptiness(path)
+        if not empty:
             raise FuseOSError(errno.ENOTEMPTY)
-        if entry.marker or self.backend.head(self.keys.dir_prefix(path)) is not None:
-            self.backend.delete(self.keys.dir_prefix(path))
+        if marker is not None:
+            self.backend.delete(marker.key)
         self.cache.put_missing(path)
 
     # -- attributes ----------------------------------------------------------------------
@@ -340,7 +369,7 @@ class Namespace:
         entry = current.copy(**changes)
         meta = encode_entry(entry, self.owner.uid, self.owner.gid)
         if entry.is_dir:
-            self._put_marker(path, entry)
+            self._rewrite_marker(path, entry)
             return
         key = self.keys.key(path)
         ctype = entry.content_type or "application/octet-stream"
@@ -390,16 +419,14 @@ class Namespace:
     def _rename_dir(self, old: str, new: str, dst: Entry | None) -> None:
         for of in self.files.open_below(old):
             of.flush()
-        if dst is not None:
-            self.rmdir(new)
         old_prefix, new_prefix = self.keys.dir_prefix(old), self.keys.dir_prefix(new)
         objects = self.backend.all_objects(old_prefix)
-        copies = [
-            self.pool.submit(
-                self.backend.copy, o.key, new_prefix + o.key[len(old_prefix) :], o.size
-            )
-            for o in objects
-        ]
+        moves = [(o, new_prefix + o.key[len(old_prefix) :]) for o in objects]
+        if any(len(key.encode("utf-8", "surrogateescape")) > KEY_MAX for _, key in moves):
+            raise FuseOSError(errno.ENAMETOOLONG)  # before anything is copied or removed
+        if dst is not None:
+            self.rmdir(new)
+        copies = [self.pool.submit(self.backend.copy, o.key, key, o.size) for o, key in moves]
         for future in copies:
             future.result()
         self.backend.delete_many([o.key for o in objects])
@@ -409,6 +436,12 @@ class Namespace:
         self.cache.forget_tree(old)
         self.cache.forget_tree(new)
         self.cache.put_missing(old)
+
+
+def fits(key: str) -> bool:
+    """Whether a listed key is short enough to be looked up (S3 allows 1024 bytes; some
+    servers store longer keys, which lookups refuse with ENAMETOOLONG)."""
+    return len(key.encode("utf-8", "surrogateescape")) <= KEY_MAX
 
 
 def modified(listed: ObjectInfo) -> int:

@@ -7,6 +7,7 @@ hidden from listings instead of crashing the daemon.
 
 from __future__ import annotations
 
+import codecs
 import errno
 from dataclasses import dataclass
 
@@ -14,6 +15,31 @@ from fuse import FuseOSError
 
 NAME_MAX = 255
 KEY_MAX = 1024
+
+
+# The encoding fusepy decodes every path from the kernel with: UTF-8, except that a name
+# that is not UTF-8 (S3 keys are) fails the call with EINVAL, like a strict-UTF-8 ext4,
+# rather than with an exception that escapes the filesystem code.
+PATH_ENCODING = "pys3fs-path"
+
+
+def _path_codec(name: str) -> codecs.CodecInfo | None:
+    if name.replace("-", "_") != "pys3fs_path":
+        return None
+
+    def decode(data, errors="strict"):
+        try:
+            return codecs.utf_8_decode(data, "strict", True)
+        except UnicodeDecodeError:
+            raise FuseOSError(errno.EINVAL) from None
+
+    def encode(text, errors="strict"):
+        return codecs.utf_8_encode(text, "surrogateescape")  # symlink targets read back
+
+    return codecs.CodecInfo(encode, decode, name=PATH_ENCODING)
+
+
+codecs.register(_path_codec)
 
 
 def normalize_prefix(prefix: str) -> str:

@@ -227,8 +227,20 @@ class Backend:
 
     def first_keys(self, prefix: str, count: int = 2) -> list[str]:
         """Up to ``count`` keys below ``prefix``: enough to tell empty from not empty."""
+        return [o.key for o in self.first_objects(prefix, count)]
+
+    def first_objects(self, prefix: str, count: int = 2) -> list[ObjectInfo]:
+        """Up to ``count`` objects below ``prefix``, with their sizes (no metadata)."""
         resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=count)
-        return [o["Key"] for o in resp.get("Contents", [])]
+        return [
+            ObjectInfo(
+                key=o["Key"],
+                size=o.get("Size", 0),
+                etag=norm_etag(o.get("ETag")),
+                last_modified=o.get("LastModified"),
+            )
+            for o in resp.get("Contents", [])
+        ]
 
     def probe(self, key: str) -> tuple[bool, bool] | None:
         """One LIST that tells whether ``key`` is an object and whether keys exist below
@@ -250,11 +262,20 @@ class Backend:
             found.extend(page.objects)
         return found
 
-    def get_stream(self, key: str, start: int, length: int):
-        """A streaming body of bytes ``[start, start+length)``: read it in pieces."""
-        resp = self.client.get_object(
-            Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
-        )
+    def get_stream(self, key: str, start: int, length: int, etag: str | None = None):
+        """A streaming body of bytes ``[start, start+length)``: read it in pieces.
+
+        With ``etag`` the GET is conditional (If-Match): when the object was replaced
+        since, ConflictError is raised instead of handing out bytes of another version."""
+        kwargs = {"Bucket": self.bucket, "Key": key, "Range": f"bytes={start}-{start + length - 1}"}
+        if etag:
+            kwargs["IfMatch"] = etag
+        try:
+            resp = self.client.get_object(**kwargs)
+        except botocore.exceptions.ClientError as exc:
+            if etag and is_precondition_failure(exc):
+                raise ConflictError(key) from exc
+            raise
         return resp["Body"]
 
     def get(self, key: str) -> bytes:

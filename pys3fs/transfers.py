@@ -126,6 +126,11 @@ class Reader:
         with cf.lock:
             if cf.missing(start, end):
                 self.wait(futures)
+        with cf.lock:
+            if cf.missing(start, end):
+                # Never hand out the sparse file's zeros for bytes that did not arrive.
+                log.error("bytes of %s did not arrive: read fails with EIO", cf.key)
+                raise FuseOSError(errno.EIO)
 
     def ensure(self, start: int, end: int) -> None:
         """Make ``[start, end)`` present (used before uploading a partly written part)."""
@@ -158,15 +163,32 @@ class Reader:
                     piece_end = min(end, (pos // CHUNK + 1) * CHUNK if align == CHUNK else end)
                     # ... up to where a fetch under way takes over
                     piece_end = min([s for s, _, _ in self._inflight if pos < s] + [piece_end])
-                    future = self.pool.submit(self._fetch, pos, piece_end)
-                    self._inflight.append((pos, piece_end, future))
-                    futures.append(future)
+                    futures.append(self._submit(pos, piece_end))
                     pos = piece_end
         return futures
 
+    def _submit(self, start: int, end: int) -> Future:
+        """Start one ranged GET (the caller holds ``_lock``)."""
+        future = self.pool.submit(self._fetch, start, end)
+        self._inflight.append((start, end, future))
+        return future
+
     def _fetch(self, start: int, end: int) -> None:
-        """One ranged GET streamed into the cache file, a megabyte at a time."""
-        body = self.backend.get_stream(self.cf.key, start, end - start)
+        """One ranged GET streamed into the cache file, a megabyte at a time.
+
+        Only bytes of the version the cache file holds are fetched: if the object was
+        replaced since (another host, or a rename over a file still open here), the read
+        fails with EIO rather than mixing two versions."""
+        try:
+            body = self.backend.get_stream(self.cf.key, start, end - start, self.cf.etag)
+        except ConflictError:
+            log.warning(
+                "s3://%s/%s changed on S3 while open here: reads of bytes not cached yet "
+                "fail with EIO (reopen the file to read the new version)",
+                self.backend.bucket,
+                self.cf.key,
+            )
+            raise FuseOSError(errno.EIO) from None
         pos = start
         try:
             while pos < end:

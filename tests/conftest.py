@@ -115,6 +115,12 @@ def pytest_addoption(parser):
         help="S3 server for the tests: moto (default, quick) or ceph (Ceph RGW, a real "
         "S3 gateway on a throw-away one-node cluster, started by scripts/ceph-rgw.sh)",
     )
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        default=False,
+        help="run the stress tests (tests/test_stress.py) for 10 minutes instead of ~20 s",
+    )
 
 
 def start_ceph(workdir: str) -> S3Server:
