@@ -546,12 +546,13 @@ class FileTable:
             self.data.forget(key)
 
     def local_names(self, dir_path: str) -> dict[str, Entry]:
-        """Files open in ``dir_path`` that may not be in S3 yet (created, not closed)."""
+        """Files in ``dir_path`` that S3 may not show yet: created and still open, or
+        closed with an upload still pending (write-back, or a failed upload)."""
         with self._lock:
             return {
                 p.rsplit("/", 1)[1]: of.entry.copy(size=of.size())
                 for p, of in self._by_path.items()
-                if parent(p) == dir_path and not of.exists_remote
+                if parent(p) == dir_path and (not of.exists_remote or of.needs_upload)
             }
 
 

@@ -161,6 +161,9 @@ class Namespace:
         """Every valid name in a directory, reading every listing page."""
         self.require_dir(path)
         prefix = self.keys.dir_prefix(path)
+        # Taken before the LIST: a file whose upload completes during the LIST is then in
+        # one of the two (taken after, it could be in neither).
+        local = self.files.local_names(path).keys()
         dirs: set[str] = set()
         files: dict[str, ObjectInfo] = {}
         for page in self.backend.list_pages(prefix):
@@ -178,7 +181,7 @@ class Namespace:
             self.cache.put_hint(join(path, name), Hint(is_dir=False))
         self._fill_attributes(path, dirs, {n: o for n, o in files.items() if n not in dirs})
         self.cache.put_listing(path, dirs | files.keys())
-        names = dirs | files.keys() | self.files.local_names(path).keys()
+        names = dirs | files.keys() | local
         return sorted(names)
 
     def _fill_attributes(self, path: str, dirs: set[str], files: dict[str, ObjectInfo]) -> None:

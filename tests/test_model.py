@@ -46,7 +46,7 @@ from hypothesis.stateful import (
 from pys3fs.stats import INVALIDATE_XATTR
 
 # Mount modes the model runs against: each is extra pys3fs command-line arguments.
-MODES = [()]
+MODES = [(), ("writeback",)]
 
 EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "30"))
 STEPS = int(os.environ.get("MODEL_STEPS", "30"))
