@@ -130,6 +130,10 @@ class S3Operations(Operations):
     def getxattr(self, path, name, position=0):
         if path == "/" and name == STATS_XATTR:
             return self.files.backend.stats.to_json()
+        if not name.startswith("user."):
+            # ACLs and security labels are not supported: `ls -l` asks for both on every
+            # entry, and stops asking on a filesystem that says ENOTSUP once.
+            raise FuseOSError(errno.ENOTSUP)
         raise FuseOSError(errno.ENODATA)
 
     def listxattr(self, path):
