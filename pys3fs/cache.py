@@ -47,6 +47,23 @@ class MetaCache:
             self._missing.pop(path, None)
             self._add_to_listing(path)
 
+    def get_many(self, paths: list[str]) -> dict[str, Entry]:
+        """The cached entries among ``paths`` (one lock for a whole listing page)."""
+        with self._lock:
+            found = {}
+            for path in paths:
+                entry = self._entries.get(path)
+                if entry is not None:
+                    found[path] = entry
+            return found
+
+    def put_many(self, entries: dict[str, Entry]) -> None:
+        with self._lock:
+            for path, entry in entries.items():
+                self._entries[path] = entry
+                self._missing.pop(path, None)
+                self._add_to_listing(path)
+
     def _add_to_listing(self, path: str) -> None:
         head, _, name = path.rpartition("/")
         names = self._listings.get(head or "/")
@@ -80,10 +97,14 @@ class MetaCache:
             return self._hints.get(path)
 
     def put_hint(self, path: str, hint: Hint) -> None:
+        self.put_hints([path], hint)
+
+    def put_hints(self, paths, hint: Hint) -> None:
         with self._lock:
-            self._hints[path] = hint
-            self._missing.pop(path, None)
-            self._add_to_listing(path)
+            for path in paths:
+                self._hints[path] = hint
+                self._missing.pop(path, None)
+                self._add_to_listing(path)
 
     def forget(self, path: str) -> None:
         """Drop everything known about one path, and its parent's known content."""

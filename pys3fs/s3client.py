@@ -10,11 +10,16 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 
 import boto3
 import botocore.exceptions
+import botocore.handlers
+import botocore.session
+import botocore.utils
 from boto3.s3.transfer import TransferConfig
 from botocore import UNSIGNED
 from botocore.config import Config
@@ -135,6 +140,43 @@ def errno_for(exc: BaseException) -> int:
     return errno.EIO
 
 
+def parse_timestamp(value):
+    """Dates as S3 sends them (ISO 8601 in listings, RFC 1123 in headers), parsed without
+    dateutil, which takes a third of the time of reading a listing page; anything else
+    goes to botocore's own parser."""
+    if isinstance(value, str):
+        try:
+            if value.endswith("Z"):
+                return datetime.fromisoformat(value)
+            if value.endswith(" GMT"):
+                return parsedate_to_datetime(value)
+        except ValueError:
+            pass
+    return botocore.utils.parse_timestamp(value)
+
+
+def _listing_200_error(operation_model, response_dict, **kwargs):
+    """botocore parses every XML response body twice: once to see whether a 200 is an
+    error in disguise (or a cut-off body), once for real. A listing that ends with its
+    closing tag is neither, which spares the first parse of every page."""
+    if operation_model.name == "ListObjectsV2":
+        body = response_dict.get("body") or b""
+        if response_dict.get("status_code") == 200 and body.rstrip().endswith(
+            b"</ListBucketResult>"
+        ):
+            return
+    botocore.handlers._handle_200_error(operation_model, response_dict, **kwargs)
+
+
+def _speed_up_listings(client) -> None:
+    """Use :func:`_listing_200_error` instead of botocore's check, where it has one."""
+    original = getattr(botocore.handlers, "_handle_200_error", None)
+    if original is None:
+        return
+    client.meta.events.unregister("before-parse.s3.*", original)
+    client.meta.events.register_first("before-parse.s3.*", _listing_200_error)
+
+
 def make_client(settings: ClientSettings):
     """A thread-safe boto3 S3 client built from the mount settings."""
     config = Config(
@@ -154,16 +196,23 @@ def make_client(settings: ClientSettings):
             "aws_secret_access_key": settings.credentials.secret_key,
             "aws_session_token": settings.credentials.session_token,
         }
-    session = boto3.session.Session(
-        profile_name=settings.profile if settings.credentials is None else None
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=parse_timestamp
     )
-    return session.client(
+    session = boto3.session.Session(
+        botocore_session=core,
+        profile_name=settings.profile if settings.credentials is None else None,
+    )
+    client = session.client(
         "s3",
         endpoint_url=settings.endpoint_url,
         region_name=settings.region or "us-east-1",
         config=config,
         **kwargs,
     )
+    _speed_up_listings(client)
+    return client
 
 
 class Backend:
@@ -202,7 +251,17 @@ class Backend:
         )
 
     def list_pages(self, prefix: str, delimiter: str | None = "/") -> Iterator[ListPage]:
-        """Every ListObjectsV2 page below ``prefix`` (a directory of 100k keys lists whole)."""
+        """Every ListObjectsV2 page below ``prefix`` (a directory of 100k keys lists whole).
+
+        The next page is requested while the caller works on this one."""
+        pages = self._list_pages(prefix, delimiter)
+        with ThreadPoolExecutor(1, thread_name_prefix="pys3fs-list") as ahead:
+            coming = ahead.submit(next, pages, None)
+            while (page := coming.result()) is not None:
+                coming = ahead.submit(next, pages, None)
+                yield page
+
+    def _list_pages(self, prefix: str, delimiter: str | None) -> Iterator[ListPage]:
         paginator = self.client.get_paginator("list_objects_v2")
         kwargs = {"Bucket": self.bucket, "Prefix": prefix}
         if delimiter:
