@@ -143,10 +143,15 @@ def run_mounted(ctx: Ctx, w: Workload, tool: Tool, rss_rows: list[Row]) -> Row:
         return row
     t = Target(tool.name, f"{tool.name}/{w.name}/", acks_early=tool.acks_early)
     tag = f"{tool.name}-{w.name}"
-    kept = ctx.workdir / f"cache-{tag}-kept" if w.remount else None
+    # Rows of one cache group hand the mount's cache directory on to the next (a remount).
+    group = ("cache", tool.name, w.cache_group) if w.cache_group else None
+    kept = ctx.inputs.pop(group, None) if group and w.remount else None
+    primed = kept is not None
+    if group and kept is None:
+        kept = ctx.workdir / f"cache-{tag}-kept"
     try:
         w.setup(ctx, t)
-        if kept is not None:  # a first mount does the work untimed, its cache is kept
+        if w.remount and not primed:  # no earlier row left a cache: make one, untimed
             with mount(tool, ctx.server, ctx.bucket, ctx.workdir, f"{tag}-first", kept) as m:
                 t.mounted = m
                 w.prime(ctx, t)
@@ -167,7 +172,9 @@ def run_mounted(ctx: Ctx, w: Workload, tool: Tool, rss_rows: list[Row]) -> Row:
         else:
             row.notes.append(f"after the measurement: {type(exc).__name__}: {exc}"[:300])
     finally:
-        if kept is not None:
+        if kept is not None and not w.remount and row.error is None:
+            ctx.inputs[group] = kept  # for the remount row of the group
+        elif kept is not None:
             shutil.rmtree(kept, ignore_errors=True)
     return row
 

@@ -295,7 +295,9 @@ class Tool:
 
 class Pys3fs(Tool):
     def __init__(self) -> None:
-        super().__init__("pys3fs", settings="defaults; use_cache=fresh dir per mount")
+        super().__init__(
+            "pys3fs", settings="defaults; use_cache=fresh dir per mount, except on remounts"
+        )
 
     def version(self) -> str:
         try:

@@ -116,8 +116,10 @@ class Workload:
     higher_is_better = True
     cold = False  # drop the page cache before each measurement
     sample_rss = False  # report the daemon's peak RSS during the mounted run
-    # Measure on a remount: prime() runs untimed through a first mount, then the timed
-    # mount gets the same cache directory (each tool's best warm case).
+    # Rows of one cache group mount with a cache directory kept for the group's remount
+    # row, which measures on a remount with it (each tool's best warm case); when no
+    # earlier row of the group ran, prime() makes one through an untimed first mount.
+    cache_group: str | None = None
     remount = False
 
     def size(self, scale: Scale) -> str:
@@ -715,6 +717,7 @@ class LsLongCold(Workload):
     name = "ls_l_10k_cold"
     unit = "s"
     higher_is_better = False
+    cache_group = "ls10k"
     DATASET = "ls10k"
 
     def size(self, scale):
@@ -746,10 +749,10 @@ class LsLongCold(Workload):
 
 @register
 class LsLongWarm(LsLongCold):
-    """The same `ls -l` on a remount: a first mount ran it (untimed) and was unmounted, the
-    timed mount gets the first one's cache directory (pys3fs: use_cache with its metadata
-    index; s3fs: use_cache without del_cache; rclone: --cache-dir). Raw: the list_objects_v2
-    pages alone (a client that remembers metadata by ETag needs nothing more)."""
+    """The same `ls -l` on a remount that gets the cache directory the ls_l_10k_cold mount
+    left (pys3fs: use_cache with its metadata index; s3fs: use_cache without del_cache;
+    rclone: --cache-dir). Raw: the list_objects_v2 pages alone (a client that remembers
+    metadata by ETag needs nothing more)."""
 
     name = "ls_l_10k_warm"
     remount = True
