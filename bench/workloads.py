@@ -751,8 +751,9 @@ class LsLongCold(Workload):
 class LsLongWarm(LsLongCold):
     """The same `ls -l` on a remount that gets the cache directory the ls_l_10k_cold mount
     left (pys3fs: use_cache with its metadata index; s3fs: use_cache without del_cache;
-    rclone: --cache-dir). Raw: the list_objects_v2 pages alone (a client that remembers
-    metadata by ETag needs nothing more)."""
+    rclone: --cache-dir; s3fs and rclone keep file data there, no metadata, so their
+    remount asks S3 again). Raw: the list_objects_v2 pages alone (a client that
+    remembers metadata by ETag needs nothing more)."""
 
     name = "ls_l_10k_warm"
     remount = True
