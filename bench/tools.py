@@ -323,7 +323,8 @@ class S3fs(Tool):
     def __init__(self) -> None:
         super().__init__(
             "s3fs",
-            settings=f"-o {self.OPTIONS} (16 MiB parts x 8, as pys3fs and raw boto3)",
+            settings=f"-o {self.OPTIONS} (16 MiB parts x 8, as pys3fs and raw boto3; "
+            "without del_cache where a cache directory is kept for a remount)",
         )
 
     def ensure_installed(self) -> None:
