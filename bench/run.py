@@ -142,10 +142,21 @@ def run_mounted(ctx: Ctx, w: Workload, tool: Tool, rss_rows: list[Row]) -> Row:
         row.error = tool.missing
         return row
     t = Target(tool.name, f"{tool.name}/{w.name}/", acks_early=tool.acks_early)
+    tag = f"{tool.name}-{w.name}"
+    # Rows of one cache group hand the mount's cache directory on to the next (a remount).
+    group = ("cache", tool.name, w.cache_group) if w.cache_group else None
+    kept = ctx.inputs.pop(group, None) if group and w.remount else None
+    primed = kept is not None
+    if group and kept is None:
+        kept = ctx.workdir / f"cache-{tag}-kept"
     try:
         w.setup(ctx, t)
+        if w.remount and not primed:  # no earlier row left a cache: make one, untimed
+            with mount(tool, ctx.server, ctx.bucket, ctx.workdir, f"{tag}-first", kept) as m:
+                t.mounted = m
+                w.prime(ctx, t)
         cold(ctx, w)
-        with mount(tool, ctx.server, ctx.bucket, ctx.workdir, f"{tool.name}-{w.name}") as m:
+        with mount(tool, ctx.server, ctx.bucket, ctx.workdir, tag, kept) as m:
             t.mounted = m
             sampler = RssSampler(m.pid) if w.sample_rss else None
             with sampler or contextlib.nullcontext():
@@ -160,6 +171,11 @@ def run_mounted(ctx: Ctx, w: Workload, tool: Tool, rss_rows: list[Row]) -> Row:
             log(f"{w.name:<18} {tool.name:<40} error: {row.error}")
         else:
             row.notes.append(f"after the measurement: {type(exc).__name__}: {exc}"[:300])
+    finally:
+        if kept is not None and not w.remount and row.error is None:
+            ctx.inputs[group] = kept  # for the remount row of the group
+        elif kept is not None:
+            shutil.rmtree(kept, ignore_errors=True)
     return row
 
 

@@ -286,14 +286,18 @@ class Tool:
         raise NotImplementedError
 
     def mount_command(
-        self, server: Server, bucket: str, mountpoint: Path, cache: Path
+        self, server: Server, bucket: str, mountpoint: Path, cache: Path, keep_cache: bool = False
     ) -> tuple[list[str], dict[str, str]]:
+        """The command line; ``keep_cache``: a remount that should find what the previous
+        mount left in ``cache`` (its best warm case)."""
         raise NotImplementedError
 
 
 class Pys3fs(Tool):
     def __init__(self) -> None:
-        super().__init__("pys3fs", settings="defaults; use_cache=fresh dir per mount")
+        super().__init__(
+            "pys3fs", settings="defaults; use_cache=fresh dir per mount, except on remounts"
+        )
 
     def version(self) -> str:
         try:
@@ -303,7 +307,7 @@ class Pys3fs(Tool):
         commit = git_commit()
         return f"{out} ({commit})" if commit else out
 
-    def mount_command(self, server, bucket, mountpoint, cache):
+    def mount_command(self, server, bucket, mountpoint, cache, keep_cache=False):
         env = dict(os.environ)
         env.update(AWS_ACCESS_KEY_ID=server.access_key, AWS_SECRET_ACCESS_KEY=server.secret_key)
         opts = f"url={server.url},use_path_request_style,use_cache={cache}"
@@ -319,7 +323,8 @@ class S3fs(Tool):
     def __init__(self) -> None:
         super().__init__(
             "s3fs",
-            settings=f"-o {self.OPTIONS} (16 MiB parts x 8, as pys3fs and raw boto3)",
+            settings=f"-o {self.OPTIONS} (16 MiB parts x 8, as pys3fs and raw boto3; "
+            "without del_cache where a cache directory is kept for a remount)",
         )
 
     def ensure_installed(self) -> None:
@@ -344,12 +349,14 @@ class S3fs(Tool):
         words = first.split()
         return next((f"s3fs {w.lstrip('V')}" for w in words if w[:2] in ("V1", "V2")), first)
 
-    def mount_command(self, server, bucket, mountpoint, cache):
+    def mount_command(self, server, bucket, mountpoint, cache, keep_cache=False):
         passwd = cache.parent / f"{cache.name}.passwd"
         fd = os.open(passwd, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(f"{server.access_key}:{server.secret_key}\n")
         opts = self.OPTIONS.replace("use_cache=DIR", f"use_cache={cache}")
+        if keep_cache:  # del_cache empties the cache directory at mount and unmount
+            opts = opts.replace("del_cache,", "")
         opts = f"url={server.url},use_path_request_style,passwd_file={passwd},{opts}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS")}
         return ["s3fs", bucket, str(mountpoint), "-o", opts], env
@@ -390,7 +397,7 @@ class Rclone(Tool):
             return "rclone ?"
         return first.splitlines()[0].strip() if first else "rclone ?"
 
-    def mount_command(self, server, bucket, mountpoint, cache):
+    def mount_command(self, server, bucket, mountpoint, cache, keep_cache=False):
         empty_conf = cache.parent / f"{cache.name}.rclone.conf"
         empty_conf.write_text("")
         env = dict(os.environ)
@@ -484,15 +491,20 @@ def start_daemon(argv: list[str], env: dict[str, str], errfile: Path) -> None:
 
 
 @contextlib.contextmanager
-def mount(tool: Tool, server: Server, bucket: str, workdir: Path, tag: str) -> Iterator[Mounted]:
-    """Mount ``bucket`` with ``tool`` on a fresh mountpoint and cache directory."""
+def mount(
+    tool: Tool, server: Server, bucket: str, workdir: Path, tag: str, cache: Path | None = None
+) -> Iterator[Mounted]:
+    """Mount ``bucket`` with ``tool`` on a fresh mountpoint and a fresh cache directory, or
+    on ``cache`` as a previous mount left it (kept afterwards: the caller removes it)."""
     mountpoint = workdir / f"mnt-{tag}"
-    cache = workdir / f"cache-{tag}"
+    keep_cache = cache is not None
+    if cache is None:
+        cache = workdir / f"cache-{tag}"
     mountpoint.mkdir()
-    cache.mkdir()
+    cache.mkdir(exist_ok=keep_cache)
     pid = None
     try:
-        argv, env = tool.mount_command(server, bucket, mountpoint, cache)
+        argv, env = tool.mount_command(server, bucket, mountpoint, cache, keep_cache)
         start_daemon(argv, env, workdir / f"mount-{tag}.err")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -511,7 +523,8 @@ def mount(tool: Tool, server: Server, bucket: str, workdir: Path, tag: str) -> I
             unmount(mountpoint, pid)
             if not is_mounted(mountpoint):
                 shutil.rmtree(mountpoint, ignore_errors=True)
-            shutil.rmtree(cache, ignore_errors=True)
+            if not keep_cache:
+                shutil.rmtree(cache, ignore_errors=True)
 
 
 # -- facts -----------------------------------------------------------------------------------

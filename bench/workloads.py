@@ -54,11 +54,15 @@ class Scale:
     small_files: int
     tree_files: int | None  # files taken into the untar tarball (None: all)
     rename_files: int
+    ls_files: int  # the directory of ls_l_10k_*
+    tree_dirs: int  # find_stat_2k: directories x files in each
+    tree_dir_files: int
+    list_files: int  # the directory of list_100k
     timeout: float  # for one measured command, and for waiting on S3 after it
 
 
-FULL = Scale(False, 1024, 256, 2000, 1000, None, 500, timeout=600)
-QUICK = Scale(True, 64, 64, 300, 200, 300, 100, timeout=180)
+FULL = Scale(False, 1024, 256, 2000, 1000, None, 500, 10_000, 20, 100, 100_000, timeout=600)
+QUICK = Scale(True, 64, 64, 300, 200, 300, 100, 1000, 10, 20, 5000, timeout=180)
 
 
 @dataclass
@@ -112,6 +116,11 @@ class Workload:
     higher_is_better = True
     cold = False  # drop the page cache before each measurement
     sample_rss = False  # report the daemon's peak RSS during the mounted run
+    # Rows of one cache group mount with a cache directory kept for the group's remount
+    # row, which measures on a remount with it (each tool's best warm case); when no
+    # earlier row of the group ran, prime() makes one through an untimed first mount.
+    cache_group: str | None = None
+    remount = False
 
     def size(self, scale: Scale) -> str:
         raise NotImplementedError
@@ -130,6 +139,9 @@ class Workload:
 
     def mounted(self, ctx: Ctx, t: Target) -> float:
         raise NotImplementedError
+
+    def prime(self, ctx: Ctx, t: Target) -> None:
+        """The untimed work through the first mount of a ``remount`` workload."""
 
 
 WORKLOADS: list[Workload] = []
@@ -172,7 +184,7 @@ def put_tree(ctx: Ctx, client, items: dict[str, bytes | Path], threads: int = 16
         list(pool.map(put, items.items()))
 
 
-def put_s3fs_style(ctx: Ctx, files: dict[str, bytes], dirs: list[str]) -> None:
+def put_s3fs_style(ctx: Ctx, files: dict[str, bytes], dirs: list[str], threads: int = 16) -> None:
     """Objects as s3fs-fuse and pys3fs write them: mode/uid/gid/mtime, dir/ markers."""
     now = str(int(time.time()))
 
@@ -185,7 +197,7 @@ def put_s3fs_style(ctx: Ctx, files: dict[str, bytes], dirs: list[str]) -> None:
             ContentType=content_type,
         )
 
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(threads) as pool:
         jobs = [pool.submit(put, d, b"", S3FS_DIR_META, "application/x-directory") for d in dirs]
         jobs += [
             pool.submit(put, k, v, S3FS_FILE_META, "application/octet-stream")
@@ -629,6 +641,210 @@ class RenameDir(Workload):
             ["mv", str(t.path("src")), str(t.path("dst"))], ctx.scale.timeout
         )
         return until_in_s3(ctx, t, start, returned, self.moved(ctx, t))
+
+
+# -- metadata at scale: listings and stats of objects written by another tool ----------------
+def shared_dataset(ctx: Ctx, name: str, files: list[str], dirs: list[str] = ()) -> str:
+    """Objects under ``shared/NAME/`` that every tool of a row reads, written once per run
+    by boto3 as s3fs-fuse writes them (0644, root, mtime; ``dir/`` markers): returns the
+    prefix. The creation is untimed, its duration goes into the notes."""
+    prefix = f"shared/{name}/"
+    if prefix in ctx.inputs:
+        return prefix
+    bodies = {prefix + f: b"x" * (i % 1000) for i, f in enumerate(files)}
+    markers = dir_markers(prefix) + [prefix + d for d in dirs]
+    start = time.perf_counter()
+    put_s3fs_style(ctx, bodies, markers, threads=32)
+    secs = time.perf_counter() - start
+    count = len(bodies) + len(markers)
+    ctx.note(
+        f"{name}: {len(bodies)} objects and {len(markers)} directory markers written once "
+        f"for all tools by put_object from 32 threads in {secs:.0f} s ({count / secs:.0f} PUT/s)"
+    )
+    ctx.inputs[prefix] = len(bodies)
+    return prefix
+
+
+def list_objects(ctx: Ctx, prefix: str, delimiter: bool = True) -> list[dict]:
+    """Every object of a listing below ``prefix``, through the counted raw client."""
+    kwargs = {"Bucket": ctx.bucket, "Prefix": prefix}
+    if delimiter:
+        kwargs["Delimiter"] = "/"
+    found = []
+    for page in ctx.client.get_paginator("list_objects_v2").paginate(**kwargs):
+        found += [o for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+    return found
+
+
+def head_all(ctx: Ctx, keys: list[str], threads: int = 32) -> list[dict]:
+    """HEAD every key from ``threads`` threads, through the counted raw client."""
+
+    def head(key: str) -> dict:
+        return ctx.client.head_object(Bucket=ctx.bucket, Key=key)
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(head, keys))
+
+
+def output_of(argv: list[str], timeout: float, want_lines: int) -> float:
+    """Seconds one command takes; its output must have ``want_lines`` lines."""
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{argv[0]} timed out after {timeout:.0f} s") from None
+    end = time.perf_counter()
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]
+        raise BenchError(f"{argv[0]}: {lines[-1] if lines else proc.returncode}"[:300])
+    got = proc.stdout.count(b"\n")
+    if got != want_lines:
+        raise BenchError(f"{' '.join(argv[:2])}: {got} lines of output, not {want_lines}")
+    return end - start
+
+
+def file_names(count: int) -> list[str]:
+    return [f"f{i:06d}" for i in range(count)]
+
+
+@register
+class LsLongCold(Workload):
+    """`ls -l` of a directory of objects written by boto3 with s3fs-fuse's metadata (0644,
+    root, mtime), on a fresh mount with a fresh cache directory. Raw: the list_objects_v2
+    pages, then a HEAD of every object from 32 threads (modes and owners are only in the
+    objects' user metadata)."""
+
+    name = "ls_l_10k_cold"
+    unit = "s"
+    higher_is_better = False
+    cache_group = "ls10k"
+    DATASET = "ls10k"
+
+    def size(self, scale):
+        return f"{scale.ls_files} objects"
+
+    def prepare(self, ctx):
+        shared_dataset(ctx, self.DATASET, file_names(ctx.scale.ls_files))
+
+    def raw_variants(self, ctx, t):
+        prefix = f"shared/{self.DATASET}/"
+
+        def list_and_head() -> float:
+            start = time.perf_counter()
+            heads = head_all(ctx, [o["Key"] for o in list_objects(ctx, prefix)])
+            end = time.perf_counter()
+            if len(heads) != ctx.scale.ls_files:
+                raise BenchError(f"{len(heads)} objects listed, not {ctx.scale.ls_files}")
+            return end - start
+
+        return {"list + head 32 threads": list_and_head}
+
+    def ls_l(self, ctx, t) -> float:
+        path = t.mounted.path / "shared" / self.DATASET
+        return output_of(["ls", "-l", str(path)], ctx.scale.timeout, ctx.scale.ls_files + 1)
+
+    def mounted(self, ctx, t):
+        return self.ls_l(ctx, t)
+
+
+@register
+class LsLongWarm(LsLongCold):
+    """The same `ls -l` on a remount that gets the cache directory the ls_l_10k_cold mount
+    left (pys3fs: use_cache with its metadata index; s3fs: use_cache without del_cache;
+    rclone: --cache-dir; s3fs and rclone keep file data there, no metadata, so their
+    remount asks S3 again). Raw: the list_objects_v2 pages alone (a client that
+    remembers metadata by ETag needs nothing more)."""
+
+    name = "ls_l_10k_warm"
+    remount = True
+
+    def raw_variants(self, ctx, t):
+        prefix = f"shared/{self.DATASET}/"
+
+        def list_only() -> float:
+            start = time.perf_counter()
+            found = list_objects(ctx, prefix)
+            end = time.perf_counter()
+            if len(found) != ctx.scale.ls_files:
+                raise BenchError(f"{len(found)} objects listed, not {ctx.scale.ls_files}")
+            return end - start
+
+        return {"list_objects_v2": list_only}
+
+    def prime(self, ctx, t):
+        self.ls_l(ctx, t)
+
+
+@register
+class FindStat(Workload):
+    """`find DIR -type f -exec stat -c '%a %u %g %s %n' {} +` over a tree of directories
+    of objects written by boto3 with s3fs-fuse's metadata, fresh mount. Raw: one recursive
+    list_objects_v2, then a HEAD of every object from 32 threads."""
+
+    name = "find_stat_2k"
+    unit = "s"
+    higher_is_better = False
+    DATASET = "tree2k"
+
+    def size(self, scale):
+        return f"{scale.tree_dirs * scale.tree_dir_files} files in {scale.tree_dirs} dirs"
+
+    def count(self, ctx) -> int:
+        return ctx.scale.tree_dirs * ctx.scale.tree_dir_files
+
+    def prepare(self, ctx):
+        dirs = [f"d{d:02d}/" for d in range(ctx.scale.tree_dirs)]
+        files = [d + f for d in dirs for f in file_names(ctx.scale.tree_dir_files)]
+        shared_dataset(ctx, self.DATASET, files, dirs)
+
+    def raw_variants(self, ctx, t):
+        def list_and_head() -> float:
+            start = time.perf_counter()
+            found = list_objects(ctx, f"shared/{self.DATASET}/", delimiter=False)
+            heads = head_all(ctx, [o["Key"] for o in found])
+            end = time.perf_counter()
+            if len(heads) != self.count(ctx):
+                raise BenchError(f"{len(heads)} objects listed, not {self.count(ctx)}")
+            return end - start
+
+        return {"list + head 32 threads": list_and_head}
+
+    def mounted(self, ctx, t):
+        path = t.mounted.path / "shared" / self.DATASET
+        argv = ["find", str(path), "-type", "f", "-exec", "stat", "-c", "%a %u %g %s %n"]
+        return output_of([*argv, "{}", "+"], ctx.scale.timeout, self.count(ctx))
+
+
+@register
+class ListHuge(Workload):
+    """`ls -f` (names only, no stat, no sorting) of a directory of objects written by boto3,
+    fresh mount. Raw: the list_objects_v2 pages."""
+
+    name = "list_100k"
+    unit = "s"
+    higher_is_better = False
+    DATASET = "list100k"
+
+    def size(self, scale):
+        return f"{scale.list_files} objects"
+
+    def prepare(self, ctx):
+        shared_dataset(ctx, self.DATASET, file_names(ctx.scale.list_files))
+
+    def raw_variants(self, ctx, t):
+        def list_only() -> float:
+            start = time.perf_counter()
+            found = list_objects(ctx, f"shared/{self.DATASET}/")
+            end = time.perf_counter()
+            if len(found) != ctx.scale.list_files:
+                raise BenchError(f"{len(found)} objects listed, not {ctx.scale.list_files}")
+            return end - start
+
+        return {"list_objects_v2": list_only}
+
+    def mounted(self, ctx, t):
+        path = t.mounted.path / "shared" / self.DATASET
+        return output_of(["ls", "-f", str(path)], ctx.scale.timeout, ctx.scale.list_files + 2)
 
 
 # -- child processes (python -m bench.workloads OP JSON) -----------------------------------------

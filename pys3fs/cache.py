@@ -15,6 +15,7 @@ from cachetools import TTLCache
 
 from .attrs import Entry
 from .paths import is_below
+from .s3client import ObjectInfo
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,23 @@ class MetaCache:
             self._entries[path] = entry
             self._missing.pop(path, None)
             self._add_to_listing(path)
+
+    def get_many(self, paths: list[str]) -> dict[str, Entry]:
+        """The cached entries among ``paths`` (one lock for a whole listing page)."""
+        with self._lock:
+            found = {}
+            for path in paths:
+                entry = self._entries.get(path)
+                if entry is not None:
+                    found[path] = entry
+            return found
+
+    def put_many(self, entries: dict[str, Entry]) -> None:
+        with self._lock:
+            for path, entry in entries.items():
+                self._entries[path] = entry
+                self._missing.pop(path, None)
+                self._add_to_listing(path)
 
     def _add_to_listing(self, path: str) -> None:
         head, _, name = path.rpartition("/")
@@ -95,10 +113,14 @@ class MetaCache:
             return self._hints.get(path)
 
     def put_hint(self, path: str, hint: Hint) -> None:
+        self.put_hints([path], hint)
+
+    def put_hints(self, paths, hint: Hint) -> None:
         with self._lock:
-            self._hints[path] = hint
-            self._missing.pop(path, None)
-            self._add_to_listing(path)
+            for path in paths:
+                self._hints[path] = hint
+                self._missing.pop(path, None)
+                self._add_to_listing(path)
 
     def forget(self, path: str) -> None:
         """Drop everything known about one path, and its parent's known content."""
@@ -115,3 +137,46 @@ class MetaCache:
                 for key in [k for k in list(cache.keys()) if k == path or is_below(k, path)]:
                     cache.pop(key, None)
             self._listings.pop(path.rpartition("/")[0] or "/", None)
+
+
+class DeferredAttrs:
+    """Files a big listing showed but did not HEAD yet (mode and owner live in user
+    metadata, which listings lack). A lookup of one fetches it together with the next
+    ones in listing order, so ``ls -l`` pays as it goes, in concurrent batches, and
+    ``ls -f`` or ``find -name`` of 100,000 names pays nothing."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._objects: dict[str, ObjectInfo] = {}
+        self._order: dict[str, list[str]] = {}
+        self._pos: dict[str, int] = {}
+
+    def reset(self, directory: str) -> None:
+        """A new listing of ``directory`` replaces what the last one deferred."""
+        with self._lock:
+            for child in self._order.pop(directory, []):
+                self._objects.pop(child, None)
+                self._pos.pop(child, None)
+
+    def add(self, directory: str, items: list[tuple[str, ObjectInfo]]) -> None:
+        with self._lock:
+            order = self._order.setdefault(directory, [])
+            for child, obj in items:
+                self._pos[child] = len(order)
+                order.append(child)
+                self._objects[child] = obj
+
+    def take(self, child: str, count: int) -> list[tuple[str, ObjectInfo]]:
+        """``child`` and up to ``count - 1`` deferred siblings after it (none if
+        ``child`` is not deferred); each is handed out once."""
+        with self._lock:
+            if child not in self._objects:
+                return []
+            order = self._order.get(child.rpartition("/")[0] or "/", [])
+            start = self._pos[child]
+            batch = []
+            for name in order[start : start + count]:
+                obj = self._objects.pop(name, None)
+                if obj is not None:
+                    batch.append((name, obj))
+            return batch

@@ -133,6 +133,10 @@ class S3Operations(Operations):
             return self.files.backend.stats.to_json()
         if path == "/" and name == PENDING_XATTR:
             return json.dumps(self.files.pending()).encode()
+        if not name.startswith("user."):
+            # ACLs and security labels are not supported: `ls -l` asks for both on every
+            # entry, and stops asking on a filesystem that says ENOTSUP once.
+            raise FuseOSError(errno.ENOTSUP)
         raise FuseOSError(errno.ENODATA)
 
     def listxattr(self, path):

@@ -72,6 +72,35 @@ class MetaIndex:
         values["marker"] = bool(values["marker"])
         return Entry(**values, etag=etag)
 
+    def get_many(self, items: list[tuple[str, str | None, int, int]]) -> dict[str, Entry]:
+        """Entries for one listing page at once: (key, ETag, Last-Modified, size) items in,
+        key -> entry out for those the index knows with that ETag and Last-Modified."""
+        if self._db is None:
+            return {}
+        wanted = {key: (etag, modified, size) for key, etag, modified, size in items if etag}
+        rows = []
+        keys = list(wanted)
+        with self._lock:
+            try:
+                for start in range(0, len(keys), 500):  # SQLite's limit on parameters
+                    chunk = keys[start : start + 500]
+                    rows += self._db.execute(
+                        f"SELECT key, etag, modified, {', '.join(FIELDS)} FROM entries "
+                        f"WHERE key IN ({', '.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall()
+            except sqlite3.Error:
+                return {}
+        found = {}
+        for key, etag, modified, *values in rows:
+            want_etag, want_modified, size = wanted[key]
+            if etag == want_etag and modified == want_modified:
+                entry = Entry(**dict(zip(FIELDS, values, strict=True)), etag=etag)
+                entry.marker = bool(entry.marker)
+                entry.size = size
+                found[key] = entry
+        return found
+
     def put_many(self, items: list[tuple[str, int, Entry]]) -> None:
         """Remember entries decoded from HEADs: (key, Last-Modified ns, entry)."""
         if self._db is None:

@@ -11,12 +11,12 @@ import errno
 import io
 import logging
 import stat
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from fuse import FuseOSError
 
 from .attrs import Entry, encode_entry, entry_from_object, implicit_dir, now_ns
-from .cache import Hint, MetaCache
+from .cache import DeferredAttrs, Hint, MetaCache
 from .handles import FileTable, Owner
 from .metaindex import MetaIndex
 from .paths import KEY_MAX, KeyMap, is_below, join, parent, valid_name
@@ -25,6 +25,10 @@ from .s3client import Backend, ConflictError, ObjectInfo, Precondition, is_not_f
 log = logging.getLogger("pys3fs.namespace")
 
 DIR_CONTENT_TYPE = "application/x-directory"
+# A listing HEADs up to this many of its files at once (concurrently); beyond that, files
+# are HEADed when a lookup first asks for one of them, DEFERRED_BATCH at a time.
+EAGER_HEADS = 1000
+DEFERRED_BATCH = 256
 
 
 class Namespace:
@@ -49,6 +53,7 @@ class Namespace:
         self.owner = owner
         self.root_entry = root_entry
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pys3fs-ns")
+        self.deferred = DeferredAttrs()
 
     # -- lookups -------------------------------------------------------------------------
     def lookup(self, path: str) -> Entry:
@@ -65,6 +70,10 @@ class Namespace:
         self.keys.key(path)  # ENAMETOOLONG before any "not found"
         if self.cache.is_missing(path) or self.cache.listed_absent(path):
             raise FuseOSError(errno.ENOENT)
+        if self._fetch_deferred(path):
+            entry = self.cache.get(path)
+            if entry is not None:
+                return entry
         entry = self._fetch(path)
         if entry is None:
             self.cache.put_missing(path)
@@ -166,67 +175,90 @@ class Namespace:
         local = self.files.local_names(path).keys()
         dirs: set[str] = set()
         files: dict[str, ObjectInfo] = {}
+        heads: list[Future] = []
+        self.deferred.reset(path)
         for page in self.backend.list_pages(prefix):
             for sub in page.prefixes:
                 name = sub[len(prefix) : -1]
                 if valid_name(name) and fits(sub):
                     dirs.add(name)
+            listed: dict[str, ObjectInfo] = {}
             for obj in page.objects:
                 name = obj.key[len(prefix) :]
                 if obj.key != prefix and valid_name(name) and fits(obj.key):
-                    files[name] = obj
-        for name in dirs:
-            self.cache.put_hint(join(path, name), Hint(is_dir=True))
-        for name in files.keys() - dirs:
-            self.cache.put_hint(join(path, name), Hint(is_dir=False))
-        self._fill_attributes(path, dirs, {n: o for n, o in files.items() if n not in dirs})
+                    listed[name] = obj
+            files.update(listed)
+            # HEADs run while the next page comes
+            heads += self._fill_files(path, listed, EAGER_HEADS - len(heads))
+        self.cache.put_hints([join(path, name) for name in dirs], Hint(is_dir=True))
+        self.cache.put_hints([join(path, n) for n in files.keys() - dirs], Hint(is_dir=False))
+        self._fill_dirs(path, dirs, heads)
         self.cache.put_listing(path, dirs | files.keys())
         names = dirs | files.keys() | local
         return sorted(names)
 
-    def _fill_attributes(self, path: str, dirs: set[str], files: dict[str, ObjectInfo]) -> None:
-        """Put every listed entry in the attribute cache, so ``ls -l`` and ``find`` that
-        follow cost no request per entry: the metadata index answers for objects whose
-        (ETag, Last-Modified) it has seen, and the rest are HEADed concurrently."""
-        heads: list[tuple[str, str, bool]] = []
-        for name, obj in files.items():
-            child = join(path, name)
-            if self.cache.get(child) is not None:
-                continue
-            known = self.index.get(obj.key, obj.etag, modified(obj))
-            self.backend.stats.hit("index", known is not None)
-            if known is not None:
-                self.cache.put(child, known.copy(size=obj.size))
-            else:
-                heads.append((child, obj.key, False))
+    def _fill_files(self, path: str, listed: dict[str, ObjectInfo], eager: int) -> list[Future]:
+        """Put the files of one listing page in the attribute cache, so ``ls -l`` and
+        ``find`` that follow cost no request per entry: the metadata index answers (one
+        query per page) for objects whose (ETag, Last-Modified) it has seen; the others
+        are HEADed concurrently, the futures are returned."""
+        children = {join(path, name): obj for name, obj in listed.items()}
+        cached = self.cache.get_many(list(children))
+        todo = {child: obj for child, obj in children.items() if child not in cached}
+        known = self.index.get_many([(o.key, o.etag, modified(o), o.size) for o in todo.values()])
+        found = {child: known[obj.key] for child, obj in todo.items() if obj.key in known}
+        self.cache.put_many(found)
+        self.backend.stats.hit("index", True, len(found))
+        self.backend.stats.hit("index", False, len(todo) - len(found))
+        unknown = [(child, obj) for child, obj in todo.items() if child not in found]
+        eager = max(0, eager)
+        self.deferred.add(path, unknown[eager:])
+        return [self.pool.submit(self._head_file, child, obj) for child, obj in unknown[:eager]]
+
+    def _fetch_deferred(self, path: str) -> bool:
+        """HEAD ``path`` and the deferred files after it, concurrently (see EAGER_HEADS)."""
+        batch = self.deferred.take(path, DEFERRED_BATCH)
+        if not batch:
+            return False
+        results = list(self.pool.map(lambda job: self._head_file(*job), batch))
+        self.index.put_many([found for found in results if found is not None])
+        return True
+
+    def _head_file(self, child: str, listed: ObjectInfo) -> tuple[str, int, Entry] | None:
+        """HEAD a listed file into the attribute cache; what the index should learn."""
+        try:
+            info = self.backend.head(listed.key)
+        except Exception as exc:  # a later lookup of this name retries and reports
+            log.debug("HEAD %s failed during listing: %s", listed.key, exc)
+            return None
+        if info is None:
+            return None  # deleted since the listing: lookup decides
+        entry = entry_from_object(info)
+        self.cache.put(child, entry)
+        if listed.etag != info.etag:
+            return None  # rewritten since the listing: its listed date is not this version's
+        return info.key, modified(listed), entry
+
+    def _fill_dirs(self, path: str, dirs: set[str], heads: list[Future]) -> None:
+        """Wait for the files' HEADs, then HEAD the subdirectories' markers. A name that is
+        both a file and a directory shows as the directory, as in lookups."""
+        jobs = []
         for name in dirs:
             child = join(path, name)
-            if self.cache.get(child) is None:
-                heads.append((child, self.keys.dir_prefix(child), True))
-        if not heads:
-            return
-        learned: list[tuple[str, int, Entry]] = []
-        for child, info, is_dir in self.pool.map(self._head_quietly, heads):
-            if is_dir:
-                entry = (
-                    entry_from_object(info, as_dir=True)
-                    if info
-                    else implicit_dir(self.root_entry.mtime_ns)
-                )
-            elif info is None:
-                continue  # deleted since the listing, or the server failed: lookup decides
-            else:
-                entry = entry_from_object(info)
-                listed = files.get(child.rsplit("/", 1)[1])
-                if listed is not None and listed.etag == info.etag:
-                    learned.append((info.key, modified(listed), entry))
-            self.cache.put(child, entry)
+            cached = self.cache.get(child)
+            if cached is None or not cached.is_dir:
+                jobs.append((child, self.keys.dir_prefix(child)))
+        learned = [found for found in (f.result() for f in heads) if found is not None]
         self.index.put_many(learned)
+        for child, info, answered in self.pool.map(self._head_marker, jobs):
+            if answered:  # a failed HEAD leaves the name to a later lookup
+                entry = entry_from_object(info, as_dir=True) if info else None
+                self.cache.put(child, entry or implicit_dir(self.root_entry.mtime_ns))
 
-    def _head_quietly(self, job: tuple[str, str, bool]):
-        child, key, is_dir = job
+    def _head_marker(self, job: tuple[str, str]) -> tuple[str, ObjectInfo | None, bool]:
+        child, key = job
         try:
-            return child, self.backend.head(key), is_dir
+            return child, self.backend.head(key), True
         except Exception as exc:  # a later lookup of this name retries and reports
             log.debug("HEAD %s failed during listing: %s", key, exc)
             return child, None, False

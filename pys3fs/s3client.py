@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import unquote_plus
+from xml.etree import ElementTree
 
 import boto3
 import botocore.exceptions
+import botocore.handlers
+import botocore.session
+import botocore.utils
 from boto3.s3.transfer import TransferConfig
 from botocore import UNSIGNED
 from botocore.config import Config
@@ -138,6 +146,72 @@ def errno_for(exc: BaseException) -> int:
     return errno.EIO
 
 
+def parse_timestamp(value):
+    """Dates as S3 sends them (ISO 8601 in listings, RFC 1123 in headers), parsed without
+    dateutil, which takes a third of the time of reading a listing page; anything else
+    goes to botocore's own parser."""
+    if isinstance(value, str):
+        try:
+            if value.endswith("Z"):
+                return datetime.fromisoformat(value)
+            if value.endswith(" GMT"):
+                return parsedate_to_datetime(value)
+        except ValueError:
+            pass
+    return botocore.utils.parse_timestamp(value)
+
+
+EMPTY_LISTING = b'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult></ListBucketResult>'
+
+
+def parse_listing(body: bytes) -> tuple[ListPage, str | None]:
+    """A ListObjectsV2 response body: its page, and the token of the next one if any."""
+    root = ElementTree.fromstring(body)
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    # botocore asks for url-encoded keys (EncodingType=url): decoded as botocore does
+    decode = unquote_plus if root.findtext(ns + "EncodingType") == "url" else str
+    key, size, etag, modified = ns + "Key", ns + "Size", ns + "ETag", ns + "LastModified"
+    objects = []
+    for item in root.iterfind(ns + "Contents"):
+        date = item.findtext(modified)
+        objects.append(
+            ObjectInfo(
+                key=decode(item.findtext(key) or ""),
+                size=int(item.findtext(size) or 0),
+                etag=norm_etag(item.findtext(etag)),
+                last_modified=parse_timestamp(date) if date else None,
+            )
+        )
+    prefixes = [
+        decode(p.findtext(ns + "Prefix") or "") for p in root.iterfind(ns + "CommonPrefixes")
+    ]
+    truncated = (root.findtext(ns + "IsTruncated") or "").strip().lower() == "true"
+    token = root.findtext(ns + "NextContinuationToken") if truncated else None
+    return ListPage(prefixes=prefixes, objects=objects), token
+
+
+def _listing_200_error(operation_model, response_dict, **kwargs):
+    """botocore parses every XML response body twice: once to see whether a 200 is an
+    error in disguise (or a cut-off body), once for real. A listing that ends with its
+    closing tag is neither, which spares the first parse of every page."""
+    if operation_model.name == "ListObjectsV2":
+        body = response_dict.get("body") or b""
+        if response_dict.get("status_code") == 200 and body.rstrip().endswith(
+            b"</ListBucketResult>"
+        ):
+            return
+    botocore.handlers._handle_200_error(operation_model, response_dict, **kwargs)
+
+
+def _speed_up_listings(client) -> None:
+    """Use :func:`_listing_200_error` instead of botocore's check, where it has one."""
+    original = getattr(botocore.handlers, "_handle_200_error", None)
+    if original is None:
+        return
+    client.meta.events.unregister("before-parse.s3.*", original)
+    client.meta.events.register_first("before-parse.s3.*", _listing_200_error)
+
+
 def make_client(settings: ClientSettings):
     """A thread-safe boto3 S3 client built from the mount settings."""
     config = Config(
@@ -158,16 +232,23 @@ def make_client(settings: ClientSettings):
             "aws_secret_access_key": settings.credentials.secret_key,
             "aws_session_token": settings.credentials.session_token,
         }
-    session = boto3.session.Session(
-        profile_name=settings.profile if settings.credentials is None else None
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=parse_timestamp
     )
-    return session.client(
+    session = boto3.session.Session(
+        botocore_session=core,
+        profile_name=settings.profile if settings.credentials is None else None,
+    )
+    client = session.client(
         "s3",
         endpoint_url=settings.endpoint_url,
         region_name=settings.region or "us-east-1",
         config=config,
         **kwargs,
     )
+    _speed_up_listings(client)
+    return client
 
 
 class Backend:
@@ -180,6 +261,8 @@ class Backend:
         self._unquoted_if_match = False
         self.stats = RequestStats()
         self.stats.attach(self.client)
+        self._listing = threading.local()  # the body of this thread's last listing page
+        self.client.meta.events.register("before-parse.s3.ListObjectsV2", self._take_listing)
         self.transfer_config = TransferConfig(
             multipart_threshold=settings.multipart_size,
             multipart_chunksize=settings.multipart_size,
@@ -206,24 +289,58 @@ class Backend:
         )
 
     def list_pages(self, prefix: str, delimiter: str | None = "/") -> Iterator[ListPage]:
-        """Every ListObjectsV2 page below ``prefix`` (a directory of 100k keys lists whole)."""
-        paginator = self.client.get_paginator("list_objects_v2")
+        """Every ListObjectsV2 page below ``prefix`` (a directory of 100k keys lists whole).
+
+        The next page is requested while the caller works on this one."""
+        pages = self._list_pages(prefix, delimiter)
+        with ThreadPoolExecutor(1, thread_name_prefix="pys3fs-list") as ahead:
+            coming = ahead.submit(next, pages, None)
+            while (page := coming.result()) is not None:
+                coming = ahead.submit(next, pages, None)
+                yield page
+
+    def _list_pages(self, prefix: str, delimiter: str | None) -> Iterator[ListPage]:
         kwargs = {"Bucket": self.bucket, "Prefix": prefix}
         if delimiter:
             kwargs["Delimiter"] = delimiter
-        for page in paginator.paginate(**kwargs):
-            yield ListPage(
-                prefixes=[p["Prefix"] for p in page.get("CommonPrefixes", [])],
-                objects=[
-                    ObjectInfo(
-                        key=o["Key"],
-                        size=o.get("Size", 0),
-                        etag=norm_etag(o.get("ETag")),
-                        last_modified=o.get("LastModified"),
-                    )
-                    for o in page.get("Contents", [])
-                ],
-            )
+        while True:
+            self._listing.body, self._listing.take = None, True
+            try:
+                resp = self.client.list_objects_v2(**kwargs)
+            finally:
+                self._listing.take = False
+            if self._listing.body is not None:  # taken before botocore's parser saw it
+                page, token = parse_listing(self._listing.body)
+            else:
+                page = ListPage(
+                    prefixes=[p["Prefix"] for p in resp.get("CommonPrefixes", [])],
+                    objects=[
+                        ObjectInfo(
+                            key=o["Key"],
+                            size=o.get("Size", 0),
+                            etag=norm_etag(o.get("ETag")),
+                            last_modified=o.get("LastModified"),
+                        )
+                        for o in resp.get("Contents", [])
+                    ],
+                )
+                token = resp.get("NextContinuationToken") if resp.get("IsTruncated") else None
+            yield page
+            if not token:
+                return
+            kwargs["ContinuationToken"] = token
+
+    def _take_listing(self, response_dict, **kwargs) -> None:
+        """A complete ListObjectsV2 page is read by :func:`parse_listing`, 3 times faster
+        than botocore's parser: botocore is handed an empty listing instead."""
+        if not getattr(self._listing, "take", False):
+            return  # a listing of another kind (first_keys) wants botocore's result
+        body = response_dict.get("body") or b""
+        if response_dict.get("status_code") == 200 and body.rstrip().endswith(
+            b"</ListBucketResult>"
+        ):
+            self._listing.body = body
+            response_dict["body"] = EMPTY_LISTING
 
     def first_keys(self, prefix: str, count: int = 2) -> list[str]:
         """Up to ``count`` keys below ``prefix``: enough to tell empty from not empty."""

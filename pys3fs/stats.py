@@ -51,9 +51,9 @@ class RequestStats:
         with self._lock:
             self.requests[KINDS.get(name, "OTHER")] += 1
 
-    def hit(self, cache: str, hit: bool) -> None:
+    def hit(self, cache: str, hit: bool, count: int = 1) -> None:
         with self._lock:
-            self.cache[f"{cache}_{'hits' if hit else 'misses'}"] += 1
+            self.cache[f"{cache}_{'hits' if hit else 'misses'}"] += count
 
     def snapshot(self) -> dict:
         with self._lock:

@@ -50,23 +50,37 @@ def test_ls_l_shows_metadata_from_the_listing_pass(s3, bucket, mounter):
     assert requests(mnt).get("HEAD", 0) == 30  # one per entry, no more
 
 
-def test_a_warm_remount_needs_no_head(s3, bucket, mounter, tmp_path):
-    fill(s3, bucket, "many/", 1000)
-    cache = str(tmp_path / "cache")
+def test_a_warm_remount_of_10000_entries_needs_no_head(s3_server, bucket, mounter, tmp_path):
+    count = 10_000
+    client = s3_server.client(pool=32)  # one connection per thread: 10,000 PUTs go quickly
+
+    def put(i: int) -> None:
+        meta = {"mode": str(stat.S_IFREG | 0o640), "uid": "1234", "gid": "2345"}
+        body = b"x" * (i % 1000)
+        client.put_object(Bucket=bucket, Key=f"many/f{i:05d}", Body=body, Metadata=meta)
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(put, range(count)))
+    cache = str(tmp_path / "kept-cache")
     first = mounter(bucket, f"use_cache={cache}")
     subprocess.run(["ls", "-l", first.path("many")], capture_output=True, check=True)
-    assert requests(first).get("HEAD", 0) >= 1000
+    assert requests(first).get("HEAD", 0) >= count
     first.unmount()
 
     second = mounter(bucket, f"use_cache={cache}")
+    os.stat(second.path("many"))  # the directory's own lookup
+    before = requests(second)
     out = subprocess.run(
         ["ls", "-ln", second.path("many")], capture_output=True, text=True, check=True
     ).stdout
-    assert len(out.splitlines()) == 1001
-    assert all(" 1234 2345 " in line for line in out.splitlines()[1:])
-    counts = requests(second)
-    assert counts.get("HEAD", 0) <= 2  # the directory itself, not its 1000 entries
-    assert counts.get("LIST", 0) >= 1
+    after = requests(second)
+    sent = {kind: n - before.get(kind, 0) for kind, n in after.items() if n != before.get(kind)}
+    assert sent == {"LIST": count // 1000}  # the listing's pages, not one HEAD
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert len(rows) == count
+    for mode, _, uid, gid, size, *_, name in rows:
+        assert (mode, uid, gid) == ("-rw-r-----", "1234", "2345")
+        assert int(size) == int(name[1:]) % 1000
 
 
 def test_a_metadata_change_by_another_tool_is_not_hidden_by_the_index(
@@ -106,3 +120,25 @@ def test_the_heads_of_a_listing_run_concurrently(s3, bucket, mounter, s3_server)
         mnt.unmount()
     finally:
         proxy.stop()
+
+
+def test_a_huge_listing_heads_the_rest_only_when_asked(s3, bucket, mounter):
+    """Past the first 1,000 files, a listing defers its HEADs: `ls -f` of a huge
+    directory costs LIST pages, and `ls -l` fetches the rest in concurrent batches as it
+    stats them, one HEAD per file in all, never more."""
+    count = 1300
+    fill(s3, bucket, "big/", count)
+    mnt = mounter(bucket)
+    os.stat(mnt.path("big"))
+    base = requests(mnt).get("HEAD", 0)
+    names = os.listdir(mnt.path("big"))
+    assert len(names) == count
+    assert requests(mnt).get("HEAD", 0) - base == 1000  # the eager part only
+    out = subprocess.run(
+        ["ls", "-ln", mnt.path("big")], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert len(rows) == count
+    assert all(r[0] == "-rw-r-----" and r[2:4] == ["1234", "2345"] for r in rows)
+    assert sorted(int(r[4]) for r in rows) == list(range(count))
+    assert requests(mnt).get("HEAD", 0) - base == count  # each file once
