@@ -15,9 +15,14 @@ from urllib.parse import urlsplit
 class S3Proxy:
     """Forwards every request to ``target`` and records how many ran at once."""
 
-    def __init__(self, target: str, get_delay: float = 0.0) -> None:
+    def __init__(
+        self, target: str, get_delay: float = 0.0, unquoted_if_match: bool = False
+    ) -> None:
         parts = urlsplit(target)
         self.get_delay = get_delay  # seconds each GET waits before it is forwarded
+        # Answer a PUT whose If-Match ETag is quoted with 412 after a moment, as Ceph RGW
+        # does (it only matches the bare ETag).
+        self.unquoted_if_match = unquoted_if_match
         self.target_host, self.target_port = parts.hostname, parts.port or 80
         self._lock = threading.Lock()
         self.in_flight: Counter[str] = Counter()
@@ -36,6 +41,10 @@ class S3Proxy:
                 try:
                     if self.command == "GET" and proxy.get_delay:
                         time.sleep(proxy.get_delay)
+                    if_match = self.headers.get("If-Match", "")
+                    if proxy.unquoted_if_match and self.command == "PUT" and '"' in if_match:
+                        self._refuse()
+                        return
                     length = int(self.headers.get("Content-Length") or 0)
                     body = self.rfile.read(length) if length else None
                     conn = http.client.HTTPConnection(proxy.target_host, proxy.target_port, 60)
@@ -57,6 +66,18 @@ class S3Proxy:
                     conn.close()
                 finally:
                     proxy._leave(self.command)
+
+            def _refuse(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                time.sleep(0.3)  # long enough for concurrent writers to all be refused
+                body = b"<Error><Code>PreconditionFailed</Code></Error>"
+                self.send_response(412, "Precondition Failed")
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
