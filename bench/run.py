@@ -203,7 +203,8 @@ def run(args: argparse.Namespace, workdir: Path, rows: list[Row], meta: dict) ->
             meta["workloads"].append(f"{w.name} ({w.size(scale)}, {w.unit}): {w.describe()}")
             rows.extend(run_raw(ctx, w))
             for tool in tools:
-                rows.append(run_mounted(ctx, w, tool, rss_rows))
+                if tool.workloads is None or w.name in tool.workloads:
+                    rows.append(run_mounted(ctx, w, tool, rss_rows))
         rows.extend(rss_rows)
 
 

@@ -277,6 +277,7 @@ class Tool:
     # True when close() may return before the data is in S3 (write-back caching).
     acks_early: bool = False
     settings: str = ""
+    workloads: frozenset[str] | None = None  # only these rows (None: every row)
     missing: str | None = field(default=None, init=False)
 
     def ensure_installed(self) -> None:  # sets self.missing when it cannot be had
@@ -312,6 +313,24 @@ class Pys3fs(Tool):
         env.update(AWS_ACCESS_KEY_ID=server.access_key, AWS_SECRET_ACCESS_KEY=server.secret_key)
         opts = f"url={server.url},use_path_request_style,use_cache={cache}"
         return [str(VENV_BIN / "pys3fs"), bucket, str(mountpoint), "-o", opts], env
+
+
+class Pys3fsWriteback(Pys3fs):
+    """pys3fs with ``-o writeback``: close returns once the data is on the local disk."""
+
+    def __init__(self) -> None:
+        Tool.__init__(
+            self,
+            "pys3fs-wb",
+            acks_early=True,
+            settings="-o writeback (timed until the data is in S3); write rows only",
+            workloads=frozenset({"seq_write_1g", "small_create_1000", "untar"}),
+        )
+
+    def mount_command(self, server, bucket, mountpoint, cache, keep_cache=False):
+        argv, env = super().mount_command(server, bucket, mountpoint, cache, keep_cache)
+        argv[-1] += ",writeback"
+        return argv, env
 
 
 class S3fs(Tool):
@@ -416,7 +435,8 @@ class Rclone(Tool):
 
 
 def all_tools(peers: bool) -> list[Tool]:
-    return [Pys3fs(), S3fs(), Rclone()] if peers else [Pys3fs()]
+    ours = [Pys3fs(), Pys3fsWriteback()]
+    return [*ours, S3fs(), Rclone()] if peers else ours
 
 
 def daemon_pid(mountpoint: Path) -> int | None:

@@ -437,7 +437,9 @@ class Backend:
                     raise
                 if attempt or "IfMatch" not in kwargs or not self._same_etag(key, cond.etag):
                     raise ConflictError(key) from exc
-                self._unquoted_if_match = not self._unquoted_if_match
+                # The other form than the one just refused (not a flip of the shared
+                # setting: concurrent writers refused at once must all land on it).
+                self._unquoted_if_match = kwargs["IfMatch"].startswith('"')
                 kwargs["IfMatch"] = self._etag_form(cond.etag)
                 body.seek(0)
         raise ConflictError(key)

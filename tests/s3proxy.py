@@ -23,6 +23,7 @@ import select
 import socket
 import struct
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,8 +51,11 @@ class S3Proxy:
     ``seed`` makes the choice of faulted requests repeatable in one test run (threads
     still interleave as they like, so only the share of faults is repeatable)."""
 
-    def __init__(self, target: str, seed: int = 0) -> None:
+    def __init__(self, target: str, seed: int = 0, unquoted_if_match: bool = False) -> None:
         parts = urlsplit(target)
+        # Answer a PUT whose If-Match ETag is quoted with 412 after a moment, as Ceph RGW
+        # does (it only matches the bare ETag).
+        self.unquoted_if_match = unquoted_if_match
         self.target_host, self.target_port = parts.hostname, parts.port or 80
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -191,6 +195,13 @@ def _handler(proxy: S3Proxy) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else None
             fault = proxy._choose(self.command)
             try:
+                quoted = '"' in self.headers.get("If-Match", "")
+                if proxy.unquoted_if_match and self.command == "PUT" and quoted:
+                    time.sleep(0.3)  # long enough for concurrent writers to all be refused
+                    xml = b"<Error><Code>PreconditionFailed</Code></Error>"
+                    xml_type = [("Content-Type", "application/xml")]
+                    self.answer(412, "Precondition Failed", xml_type, xml)
+                    return
                 if fault == LOST:
                     proxy.forward(self.command, self.path, self.headers, body)
                     self.reset()

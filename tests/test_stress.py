@@ -70,8 +70,23 @@ class Failures:
         with self.lock:
             self.items.append(message)
 
-    def check(self) -> None:
-        assert not self.items, f"{len(self.items)} failures:\n" + "\n".join(self.items[:10])
+    def check(self, log: str | None = None) -> None:
+        """Fail with the first failures and, when given, the daemon's error lines."""
+        if not self.items:
+            return
+        errors = ""
+        if log and os.path.exists(log):
+            with open(log, errors="replace") as f:
+                lines = [line for line in f if " ERROR " in line or " WARNING " in line]
+            errors = "\ndaemon log:\n" + "".join(lines[-20:])
+        raise AssertionError(f"{len(self.items)} failures:\n" + "\n".join(self.items[:10]) + errors)
+
+
+@pytest.fixture
+def logged_mnt(bucket, mounter, tmp_path):
+    """The bucket mounted with its log in a file, shown when a stress test fails."""
+    log = str(tmp_path / "pys3fs.log")
+    return mounter(bucket, f"logfile={log}"), log
 
 
 # ---------------------------------------------------------------------- owned names
@@ -203,7 +218,8 @@ class Owner:
             self.ops += 1
 
 
-def test_owned_names(mnt, s3_server, bucket, seconds):
+def test_owned_names(logged_mnt, s3_server, bucket, seconds):
+    mnt, log = logged_mnt
     for d in DIRS:
         os.mkdir(mnt.path(d))
     seed = int(os.environ.get("STRESS_SEED", random.randrange(1 << 30)))
@@ -215,7 +231,7 @@ def test_owned_names(mnt, s3_server, bucket, seconds):
         t.start()
     for t in threads:
         t.join()
-    failures.check()
+    failures.check(log)
     ops = sum(o.ops for o in owners)
     assert ops > THREADS * 10, f"only {ops} calls in {seconds} s (seed {seed})"
 
@@ -304,7 +320,8 @@ def shared_worker(root, tid, seed, deadline, failures, stop, s3, bucket, counts)
             return
 
 
-def test_shared_names(mnt, s3_server, bucket, seconds):
+def test_shared_names(logged_mnt, s3_server, bucket, seconds):
+    mnt, log = logged_mnt
     for d in ("s0", "s1", "tmp"):
         os.mkdir(mnt.path(d))
     seed = int(os.environ.get("STRESS_SEED", random.randrange(1 << 30)))
@@ -326,7 +343,7 @@ def test_shared_names(mnt, s3_server, bucket, seconds):
                 mnt.bucket,
                 counts,
             )
-    failures.check()
+    failures.check(log)
     assert sum(counts) > THREADS * 10, f"only {sum(counts)} calls (seed {seed})"
 
     # at rest: the mount and S3 agree, every file is one complete version, no leftovers
@@ -379,19 +396,19 @@ def test_an_open_reader_never_mixes_two_versions(mnt, s3, bucket, replaced_by):
 )
 def test_reopen_sees_a_same_size_replacement_made_within_one_second(mnt, s3, bucket):
     old, new = random.Random(1).randbytes(1 << 20), random.Random(2).randbytes(1 << 20)
-    for _ in range(5):  # until both versions carry the same Last-Modified second
-        s3.put_object(Bucket=bucket, Key="f", Body=old)
-        first = s3.head_object(Bucket=bucket, Key="f")["LastModified"]
-        with open(mnt.path("f"), "rb") as f:
+    for attempt in range(5):  # until both versions carry the same Last-Modified second
+        key = f"f{attempt}"
+        s3.put_object(Bucket=bucket, Key=key, Body=old)
+        first = s3.head_object(Bucket=bucket, Key=key)["LastModified"]
+        with open(mnt.path(key), "rb") as f:
             f.seek(600_000)
             assert f.read(4096) == old[600_000:604_096]
-        s3.put_object(Bucket=bucket, Key="f", Body=new)
-        if s3.head_object(Bucket=bucket, Key="f")["LastModified"] == first:
+        s3.put_object(Bucket=bucket, Key=key, Body=new)
+        if s3.head_object(Bucket=bucket, Key=key)["LastModified"] == first:
             break
-        s3.delete_object(Bucket=bucket, Key="f")
     else:
         pytest.skip("could not make two versions within one second")
-    assert read(mnt.path("f")) == new
+    assert read(mnt.path(key)) == new
 
 
 def test_a_read_overlapping_a_fetch_in_flight_gets_the_right_bytes(s3, bucket, mounter, s3_server):
@@ -421,6 +438,39 @@ def test_a_read_overlapping_a_fetch_in_flight_gets_the_right_bytes(s3, bucket, m
             for fd in fds:
                 os.close(fd)
         assert read(mnt.path("f")) == data
+        mnt.unmount()
+    finally:
+        proxy.stop()
+
+
+def test_concurrent_overwrites_on_a_server_that_wants_bare_etags(s3, bucket, mounter, s3_server):
+    """Ceph RGW refuses a quoted ETag in If-Match; pys3fs learns the bare form from the
+    first refusal. Writers that learn it at the same moment must all end up using it
+    (before: each flipped a shared switch, so every other writer failed with EIO)."""
+    from dataclasses import replace
+
+    from s3proxy import S3Proxy
+
+    names = [f"f{i}" for i in range(6)]
+    for name in names:
+        s3.put_object(Bucket=bucket, Key=name, Body=b"old")
+    proxy = S3Proxy(s3_server.url, unquoted_if_match=True).start()
+    try:
+        mnt = mounter(bucket, server=replace(s3_server, url=proxy.url))
+        barrier = threading.Barrier(len(names))
+
+        def overwrite(name: str) -> None:
+            with open(mnt.path(name), "r+b") as f:
+                f.write(b"new " + name.encode())
+                barrier.wait(10)  # all closes (uploads) start together
+
+        with ThreadPoolExecutor(len(names)) as pool:
+            results = [pool.submit(overwrite, name) for name in names]
+            errors = [repr(r.exception()) for r in results if r.exception()]
+        assert not errors
+        for name in names:
+            body = s3.get_object(Bucket=bucket, Key=name)["Body"].read()
+            assert body == b"new " + name.encode()
         mnt.unmount()
     finally:
         proxy.stop()
