@@ -75,6 +75,8 @@ class OpenFile:
         self.journaled = False  # a journal record exists for this file
         self.recovered = False  # left pending by an earlier mount
         self.failures = 0  # background upload attempts that failed in a row
+        self.changes = 0  # bumped by every write, truncate and attribute change
+        self.parked_at = -1  # ``changes`` when the journal record was last written
         self.cf: CacheFile = table.data.acquire(key, entry.etag, entry.size, exists)
         settings = table.settings
         self.reader = Reader(table.backend, table.fetch_pool, self.cf, settings.max_readahead)
@@ -114,6 +116,7 @@ class OpenFile:
     def _touch(self) -> None:
         """Every write: in place, as a copy per 128 KiB write costs more than the write."""
         self.dirty = True
+        self.changes += 1
         self.entry.mtime_ns = self.entry.ctime_ns = now_ns()
 
     def _meta(self) -> tuple[dict[str, str], str]:
@@ -147,9 +150,12 @@ class OpenFile:
         with self.lock:
             if journal is None or not self.needs_upload or self.conflict:
                 return
+            if self.journaled and self.parked_at == self.changes:
+                return  # close(2) parked it already; release has nothing to add
             os.fsync(self.cf.fd)
             journal.write(self.record(closed=True))
             self.journaled = True
+            self.parked_at = self.changes
 
     def _upload_started(self, upload_id: str) -> None:
         """A multipart upload began: record its id, so that a crash leaves no orphan.
@@ -454,6 +460,7 @@ class FileTable:
 
     def changed(self, of: OpenFile) -> None:
         """Attributes of a file that waits for its upload changed (chmod, utime)."""
+        of.changes += 1
         if of.refs == 0 and self.journal is not None:
             of.park()
             self.uploader.schedule(of, self.settings.writeback_delay)

@@ -50,17 +50,27 @@ class Journal:
         return os.path.join(self.dir, name + ".json")
 
     def write(self, record: Record) -> None:
-        """Durably replace the record (fsync of the file and of the directory)."""
+        """Durably write the record (fsync of the file and of the directory). A first
+        record is written in place (a torn one can only come from a crash before the
+        call returned); a record that replaces another goes through a rename, so a
+        crash leaves the old or the new one, never neither."""
         path = self._path(record.name)
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        data = json.dumps(asdict(record)).encode()
         try:
-            os.write(fd, json.dumps(asdict(record)).encode())
+            self._write_synced(path, data, os.O_EXCL)
+        except FileExistsError:
+            self._write_synced(path + ".tmp", data, os.O_TRUNC)
+            os.replace(path + ".tmp", path)
+        self._sync_dir()
+
+    @staticmethod
+    def _write_synced(path: str, data: bytes, mode: int) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode, 0o600)
+        try:
+            os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-        self._sync_dir()
 
     def remove(self, name: str) -> None:
         try:
