@@ -7,6 +7,7 @@ mount-wide defaults and the ``uid=``/``gid=``/``umask=`` overrides when the kern
 
 from __future__ import annotations
 
+import hashlib
 import stat
 import time
 from dataclasses import dataclass, replace
@@ -69,7 +70,7 @@ def entry_from_object(info: ObjectInfo, as_dir: bool = False) -> Entry:
             mode = stat.S_IFLNK | 0o777
         else:
             mode = stat.S_IFREG | (0o644 if perms is None else perms)
-    mtime = meta.mtime_ns if meta.mtime_ns is not None else info.mtime_ns
+    mtime = meta.mtime_ns if meta.mtime_ns is not None else version_time(info)
     return Entry(
         mode=mode,
         size=0 if stat.S_ISDIR(mode) else info.size,
@@ -83,6 +84,19 @@ def entry_from_object(info: ObjectInfo, as_dir: bool = False) -> Entry:
         marker=is_dir and info.key.endswith("/"),
         symlink_target=meta.symlink_target,
     )
+
+
+def version_time(info: ObjectInfo) -> int:
+    """mtime of an object whose metadata has none: its Last-Modified, which has whole
+    seconds only. Two versions of one size written within one second would then look
+    unchanged to the kernel, which keeps a file's page cache while size and mtime match
+    (``auto_cache``), and a reopen would read the old bytes. A sub-second part derived
+    from the ETag tells versions apart; the whole seconds stay Last-Modified's."""
+    seconds = info.mtime_ns - info.mtime_ns % 1_000_000_000
+    if not info.etag:
+        return seconds
+    digest = hashlib.md5(info.etag.encode(), usedforsecurity=False).digest()
+    return seconds + int.from_bytes(digest[:4], "big") % 1_000_000_000
 
 
 def implicit_dir(mtime_ns: int = 0) -> Entry:

@@ -221,6 +221,9 @@ def fuse_options(opts: MountOptions) -> dict:
         "atomic_o_trunc": True,
         # keep the kernel page cache across opens while size and mtime are unchanged
         "auto_cache": True,
+        # ... compared at every open (libfuse otherwise trusts a check made within the
+        # last attr_timeout, and a reopen right after another host's write kept old pages)
+        "ac_attr_timeout": 0,
         # unlink really deletes: no .fuse_hidden* objects in the bucket for open files
         "hard_remove": True,
     }
