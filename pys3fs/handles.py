@@ -194,7 +194,7 @@ class OpenFile:
             self.exists_remote = True
             self.failures = 0
             self.entry = self.entry.copy(etag=etag, content_type=ctype, size=self.cf.size)
-            if self.journaled or self.table.journal is not None:
+            if self.table.journal is not None:
                 self._forget_record()
             if self.path is not None:
                 self.table.on_upload(self.path, self.entry.copy())
@@ -281,22 +281,30 @@ class OpenFile:
         }
 
 
+def md5_range(fd: int, start: int, end: int, also=None):
+    """MD5 of bytes ``[start, end)`` of ``fd``, read a megabyte at a time; ``also`` (a
+    hash) is fed the same bytes."""
+    digest = hashlib.md5(usedforsecurity=False)
+    pos = start
+    while pos < end:
+        chunk = os.pread(fd, min(1 << 20, end - pos), pos)
+        if not chunk:
+            break
+        digest.update(chunk)
+        if also is not None:
+            also.update(chunk)
+        pos += len(chunk)
+    return digest
+
+
 def s3_etags(fd: int, size: int, part_size: int) -> set[str]:
     """The ETags S3 gives these bytes: one PUT (MD5), or a multipart upload of
     ``part_size`` parts (MD5 of the parts' MD5s, dash, count)."""
     whole = hashlib.md5(usedforsecurity=False)
-    parts = []
-    for start in range(0, max(size, 1), part_size):
-        part = hashlib.md5(usedforsecurity=False)
-        pos, end = start, min(size, start + part_size)
-        while pos < end:
-            chunk = os.pread(fd, min(1 << 20, end - pos), pos)
-            if not chunk:
-                break
-            part.update(chunk)
-            whole.update(chunk)
-            pos += len(chunk)
-        parts.append(part.digest())
+    parts = [
+        md5_range(fd, start, min(size, start + part_size), whole).digest()
+        for start in range(0, max(size, 1), part_size)
+    ]
     combined = hashlib.md5(b"".join(parts), usedforsecurity=False).hexdigest()
     return {f'"{whole.hexdigest()}"', f'"{combined}-{len(parts)}"'}
 

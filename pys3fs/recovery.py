@@ -10,12 +10,11 @@ no orphaned parts stay behind on S3, and its bytes are set aside in ``failed/``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import stat
 
 from .attrs import Entry
-from .handles import FileTable, OpenFile
+from .handles import FileTable, OpenFile, md5_range
 from .journal import Journal, Record
 from .paths import KeyMap
 from .s3client import is_not_found
@@ -67,24 +66,10 @@ def _resume(table: FileTable, of: OpenFile, record: Record) -> None:
     for number, (length, etag) in parts.items():
         start = (number - 1) * ps
         end = min(size, start + ps)
-        if length == end - start and etag == _md5_etag(of.cf.path, start, end):
+        if length == end - start and etag == f'"{md5_range(of.cf.fd, start, end).hexdigest()}"':
             keep[number] = (start, end, etag)
     of.writer.resume(record.upload_id, keep)
     log.info("resuming upload of %s: %d parts already on S3", record.key, len(keep))
-
-
-def _md5_etag(path: str, start: int, end: int) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        f.seek(start)
-        left = end - start
-        while left:
-            chunk = f.read(min(1 << 20, left))
-            if not chunk:
-                break
-            digest.update(chunk)
-            left -= len(chunk)
-    return f'"{digest.hexdigest()}"'
 
 
 def _drop_unclosed(table: FileTable, journal: Journal, record: Record) -> None:

@@ -107,6 +107,16 @@ def norm_etag(etag: str | None) -> str | None:
     return '"' + etag.strip('"') + '"'
 
 
+def listed_object(entry: dict) -> ObjectInfo:
+    """An object of a ListObjectsV2 result as botocore parsed it (no metadata)."""
+    return ObjectInfo(
+        key=entry["Key"],
+        size=entry.get("Size", 0),
+        etag=norm_etag(entry.get("ETag")),
+        last_modified=entry.get("LastModified"),
+    )
+
+
 def error_code(exc: BaseException) -> str:
     """The S3 error code of a ClientError ('' for anything else)."""
     if isinstance(exc, botocore.exceptions.ClientError):
@@ -314,15 +324,7 @@ class Backend:
             else:
                 page = ListPage(
                     prefixes=[p["Prefix"] for p in resp.get("CommonPrefixes", [])],
-                    objects=[
-                        ObjectInfo(
-                            key=o["Key"],
-                            size=o.get("Size", 0),
-                            etag=norm_etag(o.get("ETag")),
-                            last_modified=o.get("LastModified"),
-                        )
-                        for o in resp.get("Contents", [])
-                    ],
+                    objects=[listed_object(o) for o in resp.get("Contents", [])],
                 )
                 token = resp.get("NextContinuationToken") if resp.get("IsTruncated") else None
             yield page
@@ -349,15 +351,7 @@ class Backend:
     def first_objects(self, prefix: str, count: int = 2) -> list[ObjectInfo]:
         """Up to ``count`` objects below ``prefix``, with their sizes (no metadata)."""
         resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=count)
-        return [
-            ObjectInfo(
-                key=o["Key"],
-                size=o.get("Size", 0),
-                etag=norm_etag(o.get("ETag")),
-                last_modified=o.get("LastModified"),
-            )
-            for o in resp.get("Contents", [])
-        ]
+        return [listed_object(o) for o in resp.get("Contents", [])]
 
     def probe(self, key: str) -> tuple[bool, bool] | None:
         """One LIST that tells whether ``key`` is an object and whether keys exist below

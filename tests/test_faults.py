@@ -23,6 +23,7 @@ from dataclasses import replace
 
 import pytest
 from s3proxy import DELAY, ERROR_500, ERROR_503, LOST, RESET, SILENCE, S3Proxy
+from test_files import read_file, write_file
 
 MiB = 1024 * 1024
 # Short timeouts keep "silence" and "cut off" quick; a test never asserts a duration.
@@ -95,16 +96,6 @@ def close_failing(fds: list[int], i: int) -> None:
     """close(2) of ``fds[i]`` fails with EIO (the descriptor is gone all the same)."""
     fd, fds[i] = fds[i], -1
     fails_with_eio(os.close, fd)
-
-
-def read_file(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def write_file(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
 
 
 # -- only a real 404 is "not found" -------------------------------------------------------
