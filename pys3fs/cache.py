@@ -46,8 +46,7 @@ class MetaCache:
     def put(self, path: str, entry: Entry) -> None:
         with self._lock:
             self._entries[path] = entry
-            self._missing.pop(path, None)
-            self._add_to_listing(path)
+            self._seen([path])
 
     def get_many(self, paths: list[str]) -> dict[str, Entry]:
         """The cached entries among ``paths`` (one lock for a whole listing page)."""
@@ -63,14 +62,23 @@ class MetaCache:
         with self._lock:
             for path, entry in entries.items():
                 self._entries[path] = entry
-                self._missing.pop(path, None)
-                self._add_to_listing(path)
+            self._seen(entries)
 
-    def _add_to_listing(self, path: str) -> None:
-        head, _, name = path.rpartition("/")
-        names = self._listings.get(head or "/")
-        if names is not None:
-            names.add(name)
+    def _seen(self, paths) -> None:
+        """These names exist: not missing, and part of their parents' known content.
+        Written for whole listing pages (one parent, usually nothing missing)."""
+        missing = self._missing
+        if len(missing):
+            for path in paths:
+                if path in missing:
+                    del missing[path]
+        parent, names = None, None
+        for path in paths:
+            head, _, name = path.rpartition("/")
+            if head != parent:
+                parent, names = head, self._listings.get(head or "/")
+            if names is not None:
+                names.add(name)
 
     def put_listing(self, path: str, names: set[str]) -> None:
         """The complete content of a directory, as just listed (or just created)."""
@@ -116,11 +124,11 @@ class MetaCache:
         self.put_hints([path], hint)
 
     def put_hints(self, paths, hint: Hint) -> None:
+        paths = list(paths)
         with self._lock:
             for path in paths:
                 self._hints[path] = hint
-                self._missing.pop(path, None)
-                self._add_to_listing(path)
+            self._seen(paths)
 
     def forget(self, path: str) -> None:
         """Drop everything known about one path, and its parent's known content."""

@@ -15,6 +15,7 @@ import stat
 from fuse import FuseOSError, Operations, fuse_get_context
 
 from .attrs import AttrPolicy, now_ns
+from .dirstream import DirTable
 from .handles import FileTable, is_writable
 from .namespace import Namespace
 from .paths import KeyMap
@@ -70,6 +71,7 @@ class S3Operations(Operations):
         self.strict_open = strict_open
         self.on_ready = on_ready
         self.on_exit = on_exit
+        self.dirs = DirTable()
 
     def __call__(self, op: str, *args):
         if log.isEnabledFor(logging.DEBUG):  # -d: one line per call, paths only, never data
@@ -167,8 +169,19 @@ class S3Operations(Operations):
         }
 
     # -- directories ---------------------------------------------------------------------
-    def readdir(self, path, fh):
-        return [".", "..", *self.ns.list_names(path)]
+    def opendir(self, path):
+        return self.dirs.open(lambda: self.ns.scan(path))
+
+    def readdir(self, path, fh, offset=0):
+        """Names from ``offset`` on (see :class:`~pys3fs.fusebridge.FastFUSE`), a listing
+        page at a time."""
+        stream = self.dirs.get(fh)
+        if stream is None:
+            raise FuseOSError(errno.EBADF)
+        return stream.entries_from(offset)
+
+    def releasedir(self, path, fh):
+        self.dirs.release(fh)
 
     def mkdir(self, path, mode):
         uid, gid, _ = fuse_get_context()

@@ -11,6 +11,7 @@ import errno
 import io
 import logging
 import stat
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from fuse import FuseOSError
@@ -168,6 +169,14 @@ class Namespace:
     # -- listings ------------------------------------------------------------------------
     def list_names(self, path: str) -> list[str]:
         """Every valid name in a directory, reading every listing page."""
+        return sorted(name for batch in self.scan(path) for name in batch)
+
+    def scan(self, path: str) -> Iterator[list[str]]:
+        """The names of a directory in batches, one per listing page, each given once its
+        files' attributes are cached: the ``stat`` calls of ``ls -l`` on one page then
+        overlap the LIST of the next. Subdirectories, and files that a later page may
+        show as a subdirectory too (which then wins, as in lookups), come in the last
+        batch, after their markers' HEADs. Each name comes once."""
         self.require_dir(path)
         prefix = self.keys.dir_prefix(path)
         # Taken before the LIST: a file whose upload completes during the LIST is then in
@@ -175,7 +184,8 @@ class Namespace:
         local = self.files.local_names(path).keys()
         dirs: set[str] = set()
         files: dict[str, ObjectInfo] = {}
-        heads: list[Future] = []
+        given: set[str] = set()
+        headed = 0
         self.deferred.reset(path)
         for page in self.backend.list_pages(prefix):
             for sub in page.prefixes:
@@ -188,14 +198,22 @@ class Namespace:
                 if obj.key != prefix and valid_name(name) and fits(obj.key):
                     listed[name] = obj
             files.update(listed)
-            # HEADs run while the next page comes
-            heads += self._fill_files(path, listed, EAGER_HEADS - len(heads))
+            # the next page is on its way (list_pages) while these HEADs run
+            heads = self._fill_files(path, listed, EAGER_HEADS - headed)
+            headed += len(heads)
+            self._learn(heads)
+            # "a" is settled once the listing is past "a/": keys come in byte order
+            last = max([*page.prefixes, *(o.key for o in page.objects)], default=prefix)
+            settled = [n for n in listed if n not in dirs and prefix + n + "/" < last]
+            self.cache.put_hints([join(path, n) for n in settled], Hint(is_dir=False))
+            given.update(settled)
+            yield settled
         self.cache.put_hints([join(path, name) for name in dirs], Hint(is_dir=True))
-        self.cache.put_hints([join(path, n) for n in files.keys() - dirs], Hint(is_dir=False))
-        self._fill_dirs(path, dirs, heads)
+        held = files.keys() - dirs - given
+        self.cache.put_hints([join(path, n) for n in held], Hint(is_dir=False))
+        self._fill_dirs(path, dirs)
         self.cache.put_listing(path, dirs | files.keys())
-        names = dirs | files.keys() | local
-        return sorted(names)
+        yield sorted((dirs | files.keys() | local) - given)
 
     def _fill_files(self, path: str, listed: dict[str, ObjectInfo], eager: int) -> list[Future]:
         """Put the files of one listing page in the attribute cache, so ``ls -l`` and
@@ -239,17 +257,20 @@ class Namespace:
             return None  # rewritten since the listing: its listed date is not this version's
         return info.key, modified(listed), entry
 
-    def _fill_dirs(self, path: str, dirs: set[str], heads: list[Future]) -> None:
-        """Wait for the files' HEADs, then HEAD the subdirectories' markers. A name that is
-        both a file and a directory shows as the directory, as in lookups."""
+    def _learn(self, heads: list[Future]) -> None:
+        """Wait for a page's HEADs; the metadata index keeps what they found."""
+        learned = [found for found in (f.result() for f in heads) if found is not None]
+        self.index.put_many(learned)
+
+    def _fill_dirs(self, path: str, dirs: set[str]) -> None:
+        """HEAD the subdirectories' markers. A name that is both a file and a directory
+        shows as the directory, as in lookups."""
         jobs = []
         for name in dirs:
             child = join(path, name)
             cached = self.cache.get(child)
             if cached is None or not cached.is_dir:
                 jobs.append((child, self.keys.dir_prefix(child)))
-        learned = [found for found in (f.result() for f in heads) if found is not None]
-        self.index.put_many(learned)
         for child, info, answered in self.pool.map(self._head_marker, jobs):
             if answered:  # a failed HEAD leaves the name to a later lookup
                 entry = entry_from_object(info, as_dir=True) if info else None

@@ -174,12 +174,17 @@ def parse_timestamp(value):
 EMPTY_LISTING = b'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult></ListBucketResult>'
 
 
+def url_decode(text: str) -> str:
+    """A key as ListObjectsV2 sends it with EncodingType=url (most need no decoding)."""
+    return unquote_plus(text) if "%" in text or "+" in text else text
+
+
 def parse_listing(body: bytes) -> tuple[ListPage, str | None]:
     """A ListObjectsV2 response body: its page, and the token of the next one if any."""
     root = ElementTree.fromstring(body)
     ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
     # botocore asks for url-encoded keys (EncodingType=url): decoded as botocore does
-    decode = unquote_plus if root.findtext(ns + "EncodingType") == "url" else str
+    decode = url_decode if root.findtext(ns + "EncodingType") == "url" else str
     key, size, etag, modified = ns + "Key", ns + "Size", ns + "ETag", ns + "LastModified"
     objects = []
     for item in root.iterfind(ns + "Contents"):

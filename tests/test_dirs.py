@@ -7,6 +7,7 @@ writes is checked through ordinary file operations on the mount and against the 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
@@ -133,6 +134,59 @@ def test_directory_of_2500_subdirectories_lists_completely(mnt, s3_server, bucke
     names = [f"d{i:05d}" for i in range(2500)]
     put_many(s3_server, bucket, [f"tree/{n}/leaf" for n in names] + ["tree/zfile"])
     assert sorted(os.listdir(mnt.path("tree"))) == [*names, "zfile"]
+
+
+def test_a_file_and_a_prefix_of_one_name_on_two_listing_pages_list_once_as_directory(
+    mnt, s3_server, bucket, run
+):
+    # "n-0000".."n-1199" sort between the file "n" and the prefix "n/" ('-' < '/'), so
+    # a listing shows "n" on its first page and "n/" on its second. Names are handed
+    # out page by page: "n" must wait for the page that settles it.
+    fillers = [f"p/n-{i:04d}" for i in range(1200)]
+    put_many(s3_server, bucket, ["p/n", *fillers, "p/n/inside"])
+
+    long = run("ls", "-l", mnt.path("p")).stdout.splitlines()  # stats each name as it comes
+    assert [line[0] for line in long if line.endswith(" n")] == ["d"]
+    assert is_dir(mnt.path("p/n"))
+    names = os.listdir(mnt.path("p"))
+    assert names.count("n") == 1
+    assert sorted(names) == sorted(["n", *(f.removeprefix("p/") for f in fillers)])
+    found = run("find", mnt.path("p"), "-name", "inside").stdout.split()
+    assert found == [mnt.path("p/n/inside")]
+
+
+def test_rewinddir_and_an_early_closedir_on_a_paged_listing(mnt, s3_server, bucket):
+    names = [f"r{i:05d}" for i in range(2100)]
+    put_many(s3_server, bucket, [f"rw/{n}" for n in names])
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.opendir.restype = ctypes.c_void_p
+    libc.readdir.restype = ctypes.c_void_p
+    libc.readdir.argtypes = libc.rewinddir.argtypes = libc.closedir.argtypes = [ctypes.c_void_p]
+    name_at = 19  # d_name in glibc's struct dirent64 on Linux: after ino, off, reclen, type
+
+    def read_names(handle, count: int | None = None) -> list[str]:
+        got = []
+        while count is None or len(got) < count:
+            entry = libc.readdir(handle)
+            if not entry:
+                break
+            got.append(ctypes.string_at(entry + name_at).decode())
+        return [n for n in got if n not in (".", "..")]
+
+    handle = libc.opendir(mnt.path("rw").encode())
+    assert handle
+    try:
+        first = read_names(handle, 1500)  # into the second listing page
+        libc.rewinddir(handle)
+        again = read_names(handle)
+    finally:
+        libc.closedir(handle)
+    assert len(first) == 1498 and first == again[:1498]
+    assert sorted(again) == names
+    with os.scandir(mnt.path("rw")) as it:  # closed after a few names: the rest is dropped
+        assert len([next(it) for _ in range(5)]) == 5
+    assert sorted(os.listdir(mnt.path("rw"))) == names
+    assert_alive(mnt)
 
 
 # ------------------------------------------------------------------ keys that are no paths
