@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote_plus
@@ -29,6 +29,7 @@ from botocore.config import Config
 from fuse import FuseOSError
 
 from .credentials import Credentials
+from .quickhead import Declined, QuickHead, object_fields
 from .stats import RequestStats
 
 log = logging.getLogger("pys3fs.s3")
@@ -236,7 +237,8 @@ def make_client(settings: ClientSettings):
         read_timeout=settings.read_timeout,
         max_pool_connections=settings.max_pool,
         s3={"addressing_style": "path" if settings.path_style else "auto"},
-        signature_version=UNSIGNED if settings.unsigned else None,
+        # SigV4 for presigned URLs too (botocore presigns with SigV2 unless told)
+        signature_version=UNSIGNED if settings.unsigned else "s3v4",
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
@@ -276,6 +278,11 @@ class Backend:
         self._unquoted_if_match = False
         self.stats = RequestStats()
         self.stats.attach(self.client)
+        self._lock = threading.Lock()
+        self._retrying = None
+        self._quick = QuickHead(
+            self.client, self.bucket, settings.connect_timeout, settings.read_timeout
+        )
         self._listing = threading.local()  # the body of this thread's last listing page
         self.client.meta.events.register("before-parse.s3.ListObjectsV2", self._take_listing)
         self.transfer_config = TransferConfig(
@@ -288,8 +295,24 @@ class Backend:
     # -- reads ---------------------------------------------------------------------------
     def head(self, key: str) -> ObjectInfo | None:
         """HEAD one key; None only for a 404, any other failure raises."""
+        client = self.client
+        if self._quick.enabled:
+            self.stats.count("HEAD")
+            try:
+                headers = self._quick.head(key)
+            except Declined as declined:
+                if declined.retryable:  # boto3 retries, as many times as are left
+                    if self.settings.retries == 0:
+                        raise OSError(errno.EIO, f"HEAD {key} failed") from None
+                    client = self._retry_client()
+                # else (403...): boto3 asks again and maps the answer to an errno
+            else:
+                if headers is None:
+                    return None
+                fields = object_fields(headers)
+                return ObjectInfo(key=key, **fields | {"etag": norm_etag(fields["etag"])})
         try:
-            resp = self.client.head_object(Bucket=self.bucket, Key=key)
+            resp = client.head_object(Bucket=self.bucket, Key=key)
         except botocore.exceptions.ClientError as exc:
             if is_not_found(exc):
                 return None
@@ -302,6 +325,16 @@ class Backend:
             metadata=dict(resp.get("Metadata") or {}),
             content_type=resp.get("ContentType"),
         )
+
+    def _retry_client(self):
+        """A client that makes one attempt fewer: for a request whose first attempt was
+        made without boto3, so that ``retries=N`` still means N retries."""
+        with self._lock:
+            if self._retrying is None:
+                settings = replace(self.settings, retries=self.settings.retries - 1)
+                self._retrying = make_client(settings)
+                self.stats.attach(self._retrying)
+            return self._retrying
 
     def list_pages(self, prefix: str, delimiter: str | None = "/") -> Iterator[ListPage]:
         """Every ListObjectsV2 page below ``prefix`` (a directory of 100k keys lists whole).

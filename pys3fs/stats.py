@@ -51,6 +51,11 @@ class RequestStats:
         with self._lock:
             self.requests[KINDS.get(name, "OTHER")] += 1
 
+    def count(self, kind: str) -> None:
+        """A request made without boto3 (see :mod:`pys3fs.quickhead`)."""
+        with self._lock:
+            self.requests[kind] += 1
+
     def hit(self, cache: str, hit: bool, count: int = 1) -> None:
         with self._lock:
             self.cache[f"{cache}_{'hits' if hit else 'misses'}"] += count

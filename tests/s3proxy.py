@@ -69,6 +69,9 @@ class S3Proxy:
         self._methods: frozenset[str] | None = None
         self._left: int | None = None  # faults still to inject (None: no limit)
         self.delay = 1.0
+        # seconds a kept-alive connection may stay idle before the proxy closes it, as
+        # servers and load balancers do (None: never); for connections opened after
+        self.idle_timeout: float | None = None
         self._cut = False
         self._stopping = threading.Event()
         self.server = self._listen(0)
@@ -186,6 +189,10 @@ class S3Proxy:
 def _handler(proxy: S3Proxy) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            self.timeout = proxy.idle_timeout
+            super().setup()
 
         def log_message(self, *args) -> None:  # quiet
             pass

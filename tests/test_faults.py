@@ -155,6 +155,19 @@ def test_retries_is_the_number_of_retries(s3, bucket, proxy, via_proxy, retries)
     assert proxy.total["HEAD"] - before == retries + 1
 
 
+def test_a_connection_the_server_closed_while_idle_is_no_failure(s3, bucket, proxy, via_proxy):
+    # HEADs go out on kept-alive connections of their own (pys3fs.quickhead): one that
+    # the server closed while idle is opened again, not counted as a failed attempt.
+    for name in ("f", "g"):
+        s3.put_object(Bucket=bucket, Key=name, Body=name.encode())
+    proxy.idle_timeout = 0.3
+    mnt = via_proxy(bucket, "retries=0")
+    assert os.stat(mnt.path("f")).st_size == 1
+    time.sleep(1)  # the proxy has closed every connection by now
+    assert os.stat(mnt.path("g")).st_size == 1
+    assert read_file(mnt.path("g")) == b"g"
+
+
 # -- reads ---------------------------------------------------------------------------------
 
 
