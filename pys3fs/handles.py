@@ -155,9 +155,9 @@ class OpenFile:
         with self.lock:
             if journal is None or not self.needs_upload or self.conflict:
                 return
-            if self.journaled and self.parked_at == self.changes:
-                if not durable or self.synced_at == self.changes:
-                    return  # close(2) parked it already; release has nothing to add
+            parked = self.journaled and self.parked_at == self.changes
+            if parked and (not durable or self.synced_at == self.changes):
+                return  # close(2) parked it already; release has nothing to add
             if durable:
                 os.fsync(self.cf.fd)
             journal.write(self.record(closed=True), sync=durable)
