@@ -97,6 +97,8 @@ class S3Operations(Operations):
             self.on_ready()
 
     def destroy(self, path):
+        if self.ns.dirs is not None:
+            self.ns.dirs.flush_all()
         self.files.flush_all()
         if self.on_exit:
             self.on_exit()
@@ -132,7 +134,8 @@ class S3Operations(Operations):
         if path == "/" and name == STATS_XATTR:
             return self.files.backend.stats.to_json()
         if path == "/" and name == PENDING_XATTR:
-            return json.dumps(self.files.pending()).encode()
+            dirs = self.ns.dirs.pending() if self.ns.dirs is not None else []
+            return json.dumps(self.files.pending() + dirs).encode()
         if not name.startswith("user."):
             # ACLs and security labels are not supported: `ls -l` asks for both on every
             # entry, and stops asking on a filesystem that says ENOTSUP once.
@@ -209,6 +212,7 @@ class S3Operations(Operations):
     def create(self, path, mode, fi=None):
         uid, gid, _ = fuse_get_context()
         self.ns.check_new(path)
+        self.ns.touch_parent(path)
         entry = self.ns.new_entry(stat.S_IFREG | stat.S_IMODE(mode), uid, gid)
         return self.files.open(path, self.keys.key(path), entry, os.O_RDWR, exists_remote=False)
 
