@@ -39,6 +39,7 @@ from .recovery import recover
 from .s3client import Backend, ClientSettings, error_code, make_client
 from .stats import STATS_XATTR, format_stats
 
+SWITCH_INTERVAL = 0.0005  # seconds; see run_foreground
 log = logging.getLogger("pys3fs")
 
 USAGE = "pys3fs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]]... [-f] [-d]"
@@ -313,6 +314,10 @@ def run_foreground(opts: MountOptions, settings: ClientSettings) -> int:
     # Blocked, such a write fails with EPIPE like anywhere else in Python.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
     tune_gc()
+    # Background uploads spend milliseconds of CPU per request in botocore: with the
+    # default 5 ms switch interval a FUSE call (tar's next create) waits behind them
+    # for the GIL; a shorter interval keeps those calls quick.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         FastFUSE(
             ops,

@@ -56,7 +56,7 @@ class DirStream:
                 close()
 
 
-class DirTable:
+class OpenDirs:
     """Open directory handles, by the number the kernel keeps for each."""
 
     def __init__(self) -> None:

@@ -15,7 +15,7 @@ import stat
 from fuse import FuseOSError, Operations, fuse_get_context
 
 from .attrs import AttrPolicy, now_ns
-from .dirstream import DirTable
+from .dirstream import OpenDirs
 from .handles import FileTable, is_writable
 from .namespace import Namespace
 from .paths import KeyMap
@@ -71,7 +71,7 @@ class S3Operations(Operations):
         self.strict_open = strict_open
         self.on_ready = on_ready
         self.on_exit = on_exit
-        self.dirs = DirTable()
+        self.open_dirs = OpenDirs()
 
     def __call__(self, op: str, *args):
         if log.isEnabledFor(logging.DEBUG):  # -d: one line per call, paths only, never data
@@ -99,6 +99,8 @@ class S3Operations(Operations):
             self.on_ready()
 
     def destroy(self, path):
+        if self.ns.dirs is not None:
+            self.ns.dirs.flush_all()
         self.files.flush_all()
         if self.on_exit:
             self.on_exit()
@@ -134,7 +136,8 @@ class S3Operations(Operations):
         if path == "/" and name == STATS_XATTR:
             return self.files.backend.stats.to_json()
         if path == "/" and name == PENDING_XATTR:
-            return json.dumps(self.files.pending()).encode()
+            dirs = self.ns.dirs.pending() if self.ns.dirs is not None else []
+            return json.dumps(self.files.pending() + dirs).encode()
         if not name.startswith("user."):
             # ACLs and security labels are not supported: `ls -l` asks for both on every
             # entry, and stops asking on a filesystem that says ENOTSUP once.
@@ -170,18 +173,18 @@ class S3Operations(Operations):
 
     # -- directories ---------------------------------------------------------------------
     def opendir(self, path):
-        return self.dirs.open(lambda: self.ns.scan(path))
+        return self.open_dirs.open(lambda: self.ns.scan(path))
 
     def readdir(self, path, fh, offset=0):
         """Names from ``offset`` on (see :class:`~pys3fs.fusebridge.FastFUSE`), a listing
         page at a time."""
-        stream = self.dirs.get(fh)
+        stream = self.open_dirs.get(fh)
         if stream is None:
             raise FuseOSError(errno.EBADF)
         return stream.entries_from(offset)
 
     def releasedir(self, path, fh):
-        self.dirs.release(fh)
+        self.open_dirs.release(fh)
 
     def mkdir(self, path, mode):
         uid, gid, _ = fuse_get_context()
@@ -222,6 +225,7 @@ class S3Operations(Operations):
     def create(self, path, mode, fi=None):
         uid, gid, _ = fuse_get_context()
         self.ns.check_new(path)
+        self.ns.touch_parent(path)
         entry = self.ns.new_entry(stat.S_IFREG | stat.S_IMODE(mode), uid, gid)
         return self.files.open(path, self.keys.key(path), entry, os.O_RDWR, exists_remote=False)
 

@@ -6,8 +6,9 @@ while the object's ETag is unchanged. Uploads stream while a big file is written
 
 By default flush, fsync and close return only once the object is in S3, and an upload
 failure reaches the caller as EIO. With ``writeback``, close returns once the bytes and
-a journal record are on the local disk, and the upload runs in the background; fsync
-still waits for S3. Either way a file whose upload has not succeeded stays "pending":
+a journal record are written locally (to the page cache: a killed daemon loses neither,
+a power cut may; fsync makes them durable by uploading), and the upload runs in the
+background. Either way a file whose upload has not succeeded stays "pending":
 it keeps answering for its path from the cache, its journal record survives a crash,
 and it is uploaded again (with backoff) until S3 takes it or the next mount does.
 """
@@ -54,7 +55,7 @@ class TransferSettings:
     threads: int = 8
     max_readahead: int = 64 * 1024 * 1024
     conditional_writes: bool = True
-    writeback: bool = False  # close returns once the data is durable locally
+    writeback: bool = False  # close returns once the data and its journal record are local
     writeback_delay: float = 0.5  # lets tar's utime after close join the upload
 
 
@@ -77,6 +78,7 @@ class OpenFile:
         self.failures = 0  # background upload attempts that failed in a row
         self.changes = 0  # bumped by every write, truncate and attribute change
         self.parked_at = -1  # ``changes`` when the journal record was last written
+        self.synced_at = -1  # ``changes`` when the bytes and the record were last fsynced
         self.cf: CacheFile = table.data.acquire(key, entry.etag, entry.size, exists)
         settings = table.settings
         self.reader = Reader(table.backend, table.fetch_pool, self.cf, settings.max_readahead)
@@ -143,19 +145,26 @@ class OpenFile:
             part_size=self.writer.part_size,
         )
 
-    def park(self) -> None:
-        """Make unsaved data durable on the local disk: the cache file, then its record.
-        From here on a crash cannot lose it: the next mount uploads it."""
+    def park(self, durable: bool = True) -> None:
+        """Leave unsaved data to the next mount: its journal record says to upload it.
+
+        ``durable``: fsync the cache file, then the record, so that even a power cut
+        cannot lose it. Without, both are in the page cache, which a killed daemon does
+        not lose: enough for write-back ``close``, which POSIX does not make durable."""
         journal = self.table.journal
         with self.lock:
             if journal is None or not self.needs_upload or self.conflict:
                 return
-            if self.journaled and self.parked_at == self.changes:
+            parked = self.journaled and self.parked_at == self.changes
+            if parked and (not durable or self.synced_at == self.changes):
                 return  # close(2) parked it already; release has nothing to add
-            os.fsync(self.cf.fd)
-            journal.write(self.record(closed=True))
+            if durable:
+                os.fsync(self.cf.fd)
+            journal.write(self.record(closed=True), sync=durable)
             self.journaled = True
             self.parked_at = self.changes
+            if durable:
+                self.synced_at = self.changes
 
     def _upload_started(self, upload_id: str) -> None:
         """A multipart upload began: record its id, so that a crash leaves no orphan.
@@ -200,8 +209,10 @@ class OpenFile:
                 self.table.on_upload(self.path, self.entry.copy())
 
     def _forget_record(self) -> None:
+        """Unsynced: a record that a power cut brings back makes the next mount find
+        the same bytes on S3 (see _already_uploaded), which counts as uploaded."""
         try:
-            self.table.journal.remove(self.cf.name)
+            self.table.journal.remove(self.cf.name, sync=False)
         except OSError as exc:
             log.warning("cannot remove the journal record of %s: %s", self.key, exc)
         self.journaled = False
@@ -416,13 +427,14 @@ class FileTable:
         return found
 
     def flush(self, fh: int) -> None:
-        """close(2): upload now, or in writeback mode make the data durable locally.
+        """close(2): upload now, or in writeback mode leave the data and its journal
+        record on the local disk (not fsynced: POSIX close promises no durability).
         Closing a read-only handle never uploads (nor fails) for another writer."""
         of, flags = self.get(fh)
         if not is_writable(flags):
             return
         if self.writeback:
-            of.park()
+            of.park(durable=False)
         else:
             of.flush()
 
@@ -453,7 +465,7 @@ class FileTable:
             with contextlib.suppress(FuseOSError):
                 of.flush()  # the writer already saw any EIO at close; retried below
         if of.needs_upload and not of.conflict and self.journal is not None:
-            of.park()
+            of.park(durable=not self.writeback)
             if not self.writeback:
                 log.error(
                     "upload of %s failed; its data is kept in %s and uploaded again in the "
@@ -470,7 +482,7 @@ class FileTable:
         """Attributes of a file that waits for its upload changed (chmod, utime)."""
         of.changes += 1
         if of.refs == 0 and self.journal is not None:
-            of.park()
+            of.park(durable=not self.writeback)
             self.uploader.schedule(of, self.settings.writeback_delay)
 
     def _upload_pending(self, of: OpenFile) -> None:

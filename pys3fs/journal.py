@@ -1,7 +1,7 @@
 """The upload journal: what this host holds that S3 does not have yet, kept across crashes.
 
-One small JSON record per cache file, in ``CACHE/BUCKET/journal/``, written with fsync
-before the call that depends on it returns:
+One small JSON record per cache file, in ``CACHE/BUCKET/journal/``, written before the
+call that depends on it returns (with fsync where a power cut must not lose it):
 
 - when a multipart upload starts, its id is recorded, so that after a crash the next
   mount can resume it (or abort it: no orphaned parts are left behind on S3);
@@ -49,35 +49,40 @@ class Journal:
     def _path(self, name: str) -> str:
         return os.path.join(self.dir, name + ".json")
 
-    def write(self, record: Record) -> None:
-        """Durably write the record (fsync of the file and of the directory). A first
-        record is written in place (a torn one can only come from a crash before the
-        call returned); a record that replaces another goes through a rename, so a
-        crash leaves the old or the new one, never neither."""
+    def write(self, record: Record, sync: bool = True) -> None:
+        """Write the record; with ``sync`` durably (fsync of the file and of the
+        directory). Without it the record is in the page cache, which outlives a killed
+        daemon but not a power cut: what write-back ``close`` needs, as POSIX close
+        promises no durability (fsync does). A first record is written in place (a torn
+        one can only come from a crash before the call returned); a record that replaces
+        another goes through a rename, so a crash leaves the old or the new one."""
         path = self._path(record.name)
         data = json.dumps(asdict(record)).encode()
         try:
-            self._write_synced(path, data, os.O_EXCL)
+            self._write_file(path, data, os.O_EXCL, sync)
         except FileExistsError:
-            self._write_synced(path + ".tmp", data, os.O_TRUNC)
+            self._write_file(path + ".tmp", data, os.O_TRUNC, sync)
             os.replace(path + ".tmp", path)
-        self._sync_dir()
+        if sync:
+            self._sync_dir()
 
     @staticmethod
-    def _write_synced(path: str, data: bytes, mode: int) -> None:
+    def _write_file(path: str, data: bytes, mode: int, sync: bool) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode, 0o600)
         try:
             os.write(fd, data)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, sync: bool = True) -> None:
         try:
             os.unlink(self._path(name))
         except FileNotFoundError:
             return
-        self._sync_dir()
+        if sync:
+            self._sync_dir()
 
     def _sync_dir(self) -> None:
         fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)

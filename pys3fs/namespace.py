@@ -18,6 +18,7 @@ from fuse import FuseOSError
 
 from .attrs import Entry, encode_entry, entry_from_object, implicit_dir, now_ns
 from .cache import DeferredAttrs, Hint, MetaCache
+from .dirqueue import PendingDirs
 from .handles import FileTable, Owner
 from .metaindex import MetaIndex
 from .paths import KEY_MAX, KeyMap, is_below, join, parent, valid_name
@@ -55,6 +56,8 @@ class Namespace:
         self.root_entry = root_entry
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pys3fs-ns")
         self.deferred = DeferredAttrs()
+        # write-back mode: directories whose marker upload waits (see dirqueue)
+        self.dirs = PendingDirs(files) if files.writeback else None
 
     # -- lookups -------------------------------------------------------------------------
     def lookup(self, path: str) -> Entry:
@@ -64,6 +67,8 @@ class Namespace:
         of = self.files.lookup(path)
         if of is not None:
             return of.entry.copy(size=of.size())
+        if self.dirs is not None and (pending := self.dirs.get(path)) is not None:
+            return pending
         entry = self.cache.get(path)
         self.backend.stats.hit("attr", entry is not None)
         if entry is not None:
@@ -130,7 +135,7 @@ class Namespace:
     def revalidate(self, path: str) -> Entry:
         """Close-to-open consistency: one HEAD tells whether another host changed the
         file since it was cached; the new ETag then invalidates stale cached bytes."""
-        if path == "/" or self.files.lookup(path) is not None:
+        if path == "/" or self.files.lookup(path) is not None or self._pending_dir(path):
             return self.lookup(path)
         cached = self.cache.get(path)
         if cached is not None and cached.is_dir:
@@ -142,6 +147,14 @@ class Namespace:
         entry = entry_from_object(info)
         self.cache.put(path, entry)
         return entry
+
+    def _pending_dir(self, path: str) -> bool:
+        return self.dirs is not None and self.dirs.get(path) is not None
+
+    def touch_parent(self, path: str) -> None:
+        """A name was made in a directory whose marker may still wait for its upload."""
+        if self.dirs is not None:
+            self.dirs.touch(parent(path))
 
     def invalidate(self, path: str) -> None:
         """Forget everything cached for a file or a whole subtree (on demand)."""
@@ -182,6 +195,8 @@ class Namespace:
         # Taken before the LIST: a file whose upload completes during the LIST is then in
         # one of the two (taken after, it could be in neither).
         local = self.files.local_names(path).keys()
+        if self.dirs is not None:
+            local |= self.dirs.names_in(path).keys()
         dirs: set[str] = set()
         files: dict[str, ObjectInfo] = {}
         given: set[str] = set()
@@ -328,6 +343,11 @@ class Namespace:
         else:
             self.check_new(path, ask_s3=True)
         entry = self.new_entry(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid)
+        self.touch_parent(path)
+        if self.dirs is not None:
+            self.dirs.add(path, self.keys.dir_prefix(path), entry)
+            self.cache.put_made(path)
+            return
         cond = Precondition(absent=True) if self.files.settings.conditional_writes else None
         try:
             self._put_marker(path, entry, cond)
@@ -363,6 +383,7 @@ class Namespace:
     def put_special(self, path: str, mode: int, uid: int, gid: int, body: bytes = b"") -> Entry:
         """A symlink, FIFO or socket: one object whose mode carries the type."""
         self.check_new(path)
+        self.touch_parent(path)
         entry = self.new_entry(mode, uid, gid).copy(size=len(body))
         meta = encode_entry(entry, self.owner.uid, self.owner.gid)
         self.backend.put(self.keys.key(path), body, meta, "application/octet-stream")
@@ -400,6 +421,8 @@ class Namespace:
         if path == "/":
             raise FuseOSError(errno.EBUSY)
         self.require_dir(path)
+        if self.dirs is not None:
+            self.dirs.flush_below(path)  # S3 then holds what the checks below look at
         empty, marker = self._emptiness(path)
         if not empty:
             raise FuseOSError(errno.ENOTEMPTY)
@@ -419,6 +442,8 @@ class Namespace:
                 of.dirty = True
             self.files.changed(of)  # a closed file waiting for S3: journal, upload later
             return
+        if self.dirs is not None and self.dirs.set_attrs(path, changes):
+            return  # merged into the marker's upload
         current = self.lookup(path)
         if all(getattr(current, k) == v for k, v in changes.items() if k != "ctime_ns"):
             return  # tar and cp -p restate what is already there: no request needed
@@ -473,6 +498,8 @@ class Namespace:
         self.cache.put(new, src.copy(etag=etag))
 
     def _rename_dir(self, old: str, new: str, dst: Entry | None) -> None:
+        if self.dirs is not None:
+            self.dirs.flush_below(old)  # the move copies what S3 holds
         for of in self.files.open_below(old):
             of.flush()
         old_prefix, new_prefix = self.keys.dir_prefix(old), self.keys.dir_prefix(new)

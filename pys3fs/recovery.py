@@ -14,6 +14,7 @@ import logging
 import stat
 
 from .attrs import Entry
+from .dirqueue import is_dir_record, remake_dir
 from .handles import FileTable, OpenFile, md5_range
 from .journal import Journal, Record
 from .paths import KeyMap
@@ -25,7 +26,9 @@ log = logging.getLogger("pys3fs.recovery")
 def recover(table: FileTable, journal: Journal, keys: KeyMap, records: list[Record]) -> None:
     for record in records:
         try:
-            if record.closed:
+            if is_dir_record(record):
+                remake_dir(table, record)
+            elif record.closed:
                 _requeue(table, keys, record)
             else:
                 _drop_unclosed(table, journal, record)

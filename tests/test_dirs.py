@@ -555,10 +555,6 @@ def test_ls_of_tree_written_by_another_tool_agrees_with_bucket(mnt, s3, bucket):
     assert result.stdout.split() == ["one.txt", "three", "two.txt"]
 
 
-def requests(mnt) -> dict[str, int]:
-    return json.loads(os.getxattr(mnt.mountpoint, "user.pys3fs.stats"))["requests"]
-
-
 def test_mkdir_inside_a_new_directory_is_one_conditional_put(mnt, s3, bucket):
     """tar x and mkdir -p: below a directory made by this mount, each mkdir sends only
     the marker's PUT (If-None-Match); the first one asks S3 whether the name is free."""
@@ -576,3 +572,23 @@ def test_mkdir_racing_another_host_is_eexist(mnt, s3, bucket):
     os.mkdir(mnt.path("top"))
     put_marker(s3, bucket, "top/raced/")  # another host, after this mount made "top"
     assert_errno(errno.EEXIST, os.mkdir, mnt.path("top/raced"))
+
+
+def test_attribute_changes_to_the_same_value_send_no_request(mnt):
+    """tar (as root) restates owner and mode after close: that must cost nothing."""
+    os.mkdir(mnt.path("d"), 0o755)
+    with open(mnt.path("d/f.txt"), "wb") as f:
+        f.write(b"x")
+    os.chmod(mnt.path("d/f.txt"), 0o640)
+    before = requests(mnt)
+    for name, mode in (("d", 0o755), ("d/f.txt", 0o640)):
+        st = os.stat(mnt.path(name))
+        os.chown(mnt.path(name), st.st_uid, st.st_gid)
+        os.chown(mnt.path(name), -1, -1)
+        os.chmod(mnt.path(name), mode)
+    after = requests(mnt)
+    assert {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)} == {}
+
+
+def requests(mnt) -> dict[str, int]:
+    return json.loads(os.getxattr(mnt.mountpoint, "user.pys3fs.stats"))["requests"]

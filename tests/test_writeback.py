@@ -10,8 +10,10 @@ half-written ever appears in S3 as a complete object.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import stat
 import subprocess
 import tarfile
 import time
@@ -245,3 +247,61 @@ def test_writeback_refuses_a_shared_cache_dir(bucket, mounter, cache, tmp_path):
 def test_pending_of_an_empty_cache_dir(cache, run):
     os.makedirs(os.path.join(cache, "b", "journal"))
     assert "nothing pending" in pending(run, cache)
+
+
+def requests(mnt) -> dict[str, int]:
+    return json.loads(os.getxattr(mnt.mountpoint, "user.pys3fs.stats"))["requests"]
+
+
+def test_directory_marker_waits_and_takes_later_attributes(bucket, mounter, s3, cache):
+    """tar's mkdir, then chmod once the directory is filled: one PUT, no COPY."""
+    mnt = mounter(bucket, "writeback", "writeback_delay=1", f"use_cache={cache}")
+    before = requests(mnt)
+    os.mkdir(mnt.path("d"), 0o700)
+    write_file(mnt.path("d/f.txt"), b"inside")
+    os.chmod(mnt.path("d"), 0o750)
+    assert stat.S_IMODE(os.stat(mnt.path("d")).st_mode) == 0o750
+    assert "d" in os.listdir(mnt.mountpoint)
+    assert requests(mnt).get("PUT", 0) == before.get("PUT", 0)  # nothing sent yet
+    wait_for(lambda: s3_exists(s3, bucket, "d/"), what="the marker")
+    assert int(s3_meta(s3, bucket, "d/")["mode"]) & 0o7777 == 0o750
+    wait_for(lambda: s3_exists(s3, bucket, "d/f.txt"), what="the file")
+    after = requests(mnt)
+    assert after.get("PUT", 0) - before.get("PUT", 0) == 2  # the marker and the file
+    assert after.get("COPY", 0) == before.get("COPY", 0)
+
+
+def test_rmdir_and_rename_of_pending_directories(bucket, mounter, s3, cache):
+    mnt = mounter(bucket, "writeback", NEVER, f"use_cache={cache}")
+    os.mkdir(mnt.path("gone"))
+    os.rmdir(mnt.path("gone"))
+    os.makedirs(mnt.path("old/sub"))
+    os.rename(mnt.path("old"), mnt.path("new"))
+    assert sorted(os.listdir(mnt.mountpoint)) == ["new"]
+    assert os.listdir(mnt.path("new")) == ["sub"]
+    assert s3_keys(s3, bucket) == ["new/", "new/sub/"]
+    mnt.unmount()
+    assert s3_keys(s3, bucket) == ["new/", "new/sub/"]
+
+
+def test_unmount_uploads_pending_directories(bucket, mounter, s3, cache):
+    mnt = mounter(bucket, "writeback", NEVER, f"use_cache={cache}")
+    os.makedirs(mnt.path("a/b"))
+    os.chmod(mnt.path("a/b"), 0o711)
+    assert s3_keys(s3, bucket) == []
+    mnt.unmount()
+    assert s3_keys(s3, bucket) == ["a/", "a/b/"]
+    assert int(s3_meta(s3, bucket, "a/b/")["mode"]) & 0o7777 == 0o711
+
+
+def test_kill_after_mkdir_before_marker(bucket, mounter, s3, cache):
+    """An empty directory made in write-back mode survives kill -9, with its mode."""
+    mnt = mounter(bucket, "writeback", NEVER, f"use_cache={cache}")
+    os.mkdir(mnt.path("empty"))
+    os.chmod(mnt.path("empty"), 0o705)
+    kill_daemon(mnt)
+    assert s3_keys(s3, bucket) == []
+    mnt = mounter(bucket, "writeback", NEVER, f"use_cache={cache}", mountpoint=mnt.mountpoint)
+    assert s3_keys(s3, bucket) == ["empty/"]
+    assert int(s3_meta(s3, bucket, "empty/")["mode"]) & 0o7777 == 0o705
+    assert stat.S_IMODE(os.stat(mnt.path("empty")).st_mode) == 0o705
