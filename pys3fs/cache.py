@@ -9,6 +9,9 @@ changes wait for the TTL.
 from __future__ import annotations
 
 import threading
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from cachetools import TTLCache
@@ -16,6 +19,9 @@ from cachetools import TTLCache
 from .attrs import Entry
 from .paths import is_below
 from .s3client import ObjectInfo
+
+# starts the HEAD of one deferred file: (path, listed object) -> its future
+Submit = Callable[[str, ObjectInfo], Future]
 
 
 @dataclass(frozen=True)
@@ -149,15 +155,19 @@ class MetaCache:
 
 class DeferredAttrs:
     """Files a big listing showed but did not HEAD yet (mode and owner live in user
-    metadata, which listings lack). A lookup of one fetches it together with the next
-    ones in listing order, so ``ls -l`` pays as it goes, in concurrent batches, and
-    ``ls -f`` or ``find -name`` of 100,000 names pays nothing."""
+    metadata, which listings lack). The first lookup of one starts the HEADs of the next
+    ones in listing order, and a reader that goes on in that order (``ls -l``) keeps them
+    running ahead of it, so it pays as it goes at the pool's full rate; ``ls -f`` or
+    ``find -name`` of 100,000 names pays nothing."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a HEAD may be done as soon as it is started
         self._objects: dict[str, ObjectInfo] = {}
         self._order: dict[str, list[str]] = {}
         self._pos: dict[str, int] = {}
+        self._cursor: dict[str, int] = {}  # where the next batch of a directory starts
+        self._running: dict[str, Future] = {}
+        self._ahead: Counter[str] = Counter()  # HEADs running, by directory
 
     def reset(self, directory: str) -> None:
         """A new listing of ``directory`` replaces what the last one deferred."""
@@ -165,6 +175,7 @@ class DeferredAttrs:
             for child in self._order.pop(directory, []):
                 self._objects.pop(child, None)
                 self._pos.pop(child, None)
+            self._cursor.pop(directory, None)
 
     def add(self, directory: str, items: list[tuple[str, ObjectInfo]]) -> None:
         with self._lock:
@@ -174,17 +185,45 @@ class DeferredAttrs:
                 order.append(child)
                 self._objects[child] = obj
 
-    def take(self, child: str, count: int) -> list[tuple[str, ObjectInfo]]:
-        """``child`` and up to ``count - 1`` deferred siblings after it (none if
-        ``child`` is not deferred); each is handed out once."""
+    def start(self, child: str, count: int, submit: Submit) -> Future | None:
+        """The HEAD of ``child`` (None if it is neither deferred nor running): the one
+        running, or one started now with those of the ``count - 1`` deferred names after
+        it. Fewer than half a batch of the directory's HEADs running ahead of a lookup
+        starts the next batch."""
+        directory = child.rpartition("/")[0] or "/"
         with self._lock:
-            if child not in self._objects:
-                return []
-            order = self._order.get(child.rpartition("/")[0] or "/", [])
-            start = self._pos[child]
-            batch = []
-            for name in order[start : start + count]:
-                obj = self._objects.pop(name, None)
-                if obj is not None:
-                    batch.append((name, obj))
-            return batch
+            future = self._running.get(child)
+            if future is None:
+                if child not in self._objects:
+                    return None
+                self._launch(directory, self._pos[child], count, submit)
+                return self._running.get(child)
+            if self._ahead[directory] < count // 2 and directory in self._cursor:
+                self._launch(directory, self._cursor[directory], count, submit)
+            return future
+
+    def running(self, child: str) -> int:
+        """How many HEADs of ``child``'s directory are still running (``child``'s too)."""
+        with self._lock:
+            return self._ahead[child.rpartition("/")[0] or "/"]
+
+    def _launch(self, directory: str, start: int, count: int, submit: Submit) -> None:
+        order = self._order.get(directory, [])
+        pos, launched = start, 0
+        while pos < len(order) and launched < count:
+            child = order[pos]
+            pos += 1
+            obj = self._objects.pop(child, None)
+            if obj is None:
+                continue  # handed out before
+            future = submit(child, obj)
+            self._running[child] = future
+            self._ahead[directory] += 1
+            launched += 1
+            future.add_done_callback(lambda _, c=child, d=directory: self._done(c, d))
+        self._cursor[directory] = pos
+
+    def _done(self, child: str, directory: str) -> None:
+        with self._lock:
+            self._running.pop(child, None)
+            self._ahead[directory] -= 1

@@ -11,6 +11,7 @@ import errno
 import io
 import logging
 import stat
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -31,6 +32,7 @@ DIR_CONTENT_TYPE = "application/x-directory"
 # are HEADed when a lookup first asks for one of them, DEFERRED_BATCH at a time.
 EAGER_HEADS = 1000
 DEFERRED_BATCH = 256
+LEARN_BATCH = 256
 
 
 class Namespace:
@@ -56,6 +58,8 @@ class Namespace:
         self.root_entry = root_entry
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pys3fs-ns")
         self.deferred = DeferredAttrs()
+        self._learned: list[tuple[str, int, Entry]] = []  # for the index, from deferred HEADs
+        self._learned_lock = threading.Lock()
         # write-back mode: directories whose marker upload waits (see dirqueue)
         self.dirs = PendingDirs(files) if files.writeback else None
 
@@ -249,13 +253,27 @@ class Namespace:
         return [self.pool.submit(self._head_file, child, obj) for child, obj in unknown[:eager]]
 
     def _fetch_deferred(self, path: str) -> bool:
-        """HEAD ``path`` and the deferred files after it, concurrently (see EAGER_HEADS)."""
-        batch = self.deferred.take(path, DEFERRED_BATCH)
-        if not batch:
+        """Wait for ``path``'s HEAD if a big listing deferred it (see EAGER_HEADS and
+        :class:`DeferredAttrs`); False if it did not."""
+        future = self.deferred.start(path, DEFERRED_BATCH, self._start_head)
+        if future is None:
             return False
-        results = list(self.pool.map(lambda job: self._head_file(*job), batch))
-        self.index.put_many([found for found in results if found is not None])
+        future.result()
         return True
+
+    def _start_head(self, child: str, listed: ObjectInfo) -> Future:
+        def head_and_learn() -> None:
+            found = self._head_file(child, listed)
+            with self._learned_lock:
+                if found is not None:
+                    self._learned.append(found)
+                # the index is written in batches: one write per HEAD cost more than it
+                if len(self._learned) < LEARN_BATCH and self.deferred.running(child) > 1:
+                    return
+                learned, self._learned = self._learned, []
+            self.index.put_many(learned)
+
+        return self.pool.submit(head_and_learn)
 
     def _head_file(self, child: str, listed: ObjectInfo) -> tuple[str, int, Entry] | None:
         """HEAD a listed file into the attribute cache; what the index should learn."""
