@@ -31,7 +31,7 @@ log = logging.getLogger("pys3fs.transfers")
 
 BLOCK = 64 * 1024
 CHUNK = 8 * 1024 * 1024
-NEAR = 4 * 1024 * 1024  # the kernel's read-ahead may hand in reads a little out of order
+NEAR = 2 * 1024 * 1024  # the kernel's read-ahead may hand in reads a little out of order
 STREAM_READ = 1024 * 1024
 PIECE_DIV = 4  # read-ahead GETs in flight once the window is full
 PIECE_MAX = 32 * 1024 * 1024
