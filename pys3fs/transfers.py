@@ -144,7 +144,9 @@ class Reader:
                 raise FuseOSError(errno.EIO)
             return cf.pread(size, offset)
 
-    def _wait_present(self, start: int, end: int, futures: list[Future]) -> None:
+    def _wait_present(
+        self, start: int, end: int, futures: list[Future], retry: bool = True
+    ) -> None:
         """Return as soon as ``[start, end)`` is in the cache file, which is usually
         long before the ranged GETs that bring it have read their whole range."""
         cf = self.cf
@@ -159,6 +161,12 @@ class Reader:
             if cf.missing(start, end):
                 self.wait(futures)
         with cf.lock:
+            left = cf.missing(start, end)
+        if left and retry:
+            # Our fetches left these bytes to a background fetch, which failed: once more.
+            self._wait_present(start, end, self._schedule(left, BLOCK), retry=False)
+            return
+        with cf.lock:
             if cf.missing(start, end):
                 # Never hand out the sparse file's zeros for bytes that did not arrive.
                 log.error("bytes of %s did not arrive: read fails with EIO", cf.key)
@@ -168,8 +176,8 @@ class Reader:
         """Make ``[start, end)`` present (used before uploading a partly written part)."""
         with self.cf.lock:
             need = self.cf.missing(start, end)
-        if need:
-            self.wait(self._schedule(need, CHUNK))
+        if need:  # waits for claimed bytes too: a part must never upload holes
+            self._wait_present(start, end, self._schedule(need, CHUNK))
 
     def prefetch(self, start: int, length: int) -> None:
         with self.cf.lock:
