@@ -114,6 +114,7 @@ class Reader:
         self.window = 0
         self.next_offset = 0
         self.random_reads = 0
+        self.whole_tried = False  # fetch_whole runs once per open file
         self._lock = threading.Lock()
         self._inflight: list[tuple[int, int, Future]] = []
         self._whole: list[Future] = []
@@ -131,7 +132,7 @@ class Reader:
         else:
             self.window = 0
             self.random_reads += 1
-            if self.random_reads == RANDOM_TRIGGER:
+            if self.random_reads >= RANDOM_TRIGGER and not self.whole_tried:
                 self.fetch_whole()
         if need:
             futures = self._schedule(need, self._piece() if sequential else BLOCK)
@@ -196,8 +197,10 @@ class Reader:
         bytes, when the cache limits allow it: random reads are then served from the
         cache file. Reads do not wait for it: a block not there yet is fetched at once
         on its own (see ``read``)."""
-        if self.background is None:
-            return
+        with self._lock:  # concurrent reads may all see the trigger: only one starts it
+            if self.whole_tried or self.background is None:
+                return
+            self.whole_tried = True
         with self.cf.lock:
             need = self.cf.missing(0, self.cf.remote_limit)
         if not need or not self._whole_fits(sum(e - s for s, e in need)):
