@@ -81,7 +81,13 @@ class OpenFile:
         self.synced_at = -1  # ``changes`` when the bytes and the record were last fsynced
         self.cf: CacheFile = table.data.acquire(key, entry.etag, entry.size, exists)
         settings = table.settings
-        self.reader = Reader(table.backend, table.fetch_pool, self.cf, settings.max_readahead)
+        self.reader = Reader(
+            table.backend,
+            table.fetch_pool,
+            self.cf,
+            settings.max_readahead,
+            background=table.whole_pool,
+        )
         self.writer = Writer(
             table.backend,
             table.upload_pool,
@@ -389,6 +395,9 @@ class FileTable:
         self.writeback = self.settings.writeback and journal is not None
         threads = self.settings.threads
         self.fetch_pool = ThreadPoolExecutor(threads, thread_name_prefix="pys3fs-get")
+        # whole-object fetches of randomly read files get their own threads: reads never
+        # queue behind them
+        self.whole_pool = ThreadPoolExecutor(threads, thread_name_prefix="pys3fs-whole")
         self.upload_pool = ThreadPoolExecutor(threads, thread_name_prefix="pys3fs-put")
         self.uploader = Uploader(self._upload_pending, threads)
         self._lock = threading.Lock()
@@ -538,6 +547,7 @@ class FileTable:
     def shutdown(self) -> None:
         self.uploader.stop()
         self.fetch_pool.shutdown(wait=True, cancel_futures=True)
+        self.whole_pool.shutdown(wait=True, cancel_futures=True)
         self.upload_pool.shutdown(wait=True, cancel_futures=True)
 
     def pending(self) -> list[dict]:

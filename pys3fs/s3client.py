@@ -8,6 +8,7 @@ multipart uploads and copies need no thread code here.
 from __future__ import annotations
 
 import errno
+import http.client
 import logging
 import threading
 from collections.abc import Iterator
@@ -155,6 +156,29 @@ def errno_for(exc: BaseException) -> int:
     if error_code(exc) in ("EntityTooLarge",):
         return errno.EFBIG
     return errno.EIO
+
+
+def read_into(body, view: memoryview) -> int:
+    """Fill ``view`` from a GetObject body; 0 only at its end.
+
+    Reads straight from the HTTP response under botocore's StreamingBody when there is
+    one (the bytes go from the socket into ``view``, with no intermediate objects);
+    otherwise through ``body.read``. A body cut short raises (IncompleteRead)."""
+    raw = getattr(body, "_raw_stream", None)
+    fp = getattr(raw, "_fp", None)
+    if not isinstance(fp, http.client.HTTPResponse):
+        data = body.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+    done = 0
+    while done < len(view):
+        n = fp.readinto(view[done:])
+        if not n:
+            break
+        done += n
+    if fp.isclosed():  # all of it read: the connection goes back to the pool
+        raw.release_conn()
+    return done
 
 
 def parse_timestamp(value):

@@ -2,7 +2,9 @@
 
 Reads: a sequential reader gets a read-ahead window that doubles up to ``max_window``,
 fetched as parallel ranged GETs of ``chunk`` bytes straight into the cache file; a
-random reader fetches only the small aligned blocks it touches.
+random reader fetches the small aligned blocks it touches at once, and once random reads
+go on, the whole object (when the cache limits allow) is fetched in the background with
+parallel ranged GETs, so later reads are served locally.
 
 Writes: every complete part of new data is uploaded (UploadPart) in the background as
 soon as it is written, so closing a big file waits only for the last parts. At flush,
@@ -23,13 +25,30 @@ from dataclasses import dataclass, field
 from fuse import FuseOSError
 
 from .datacache import CacheFile
-from .s3client import Backend, ConflictError, Precondition, errno_for, error_code
+from .s3client import Backend, ConflictError, Precondition, errno_for, error_code, read_into
 
 log = logging.getLogger("pys3fs.transfers")
 
 BLOCK = 64 * 1024
 CHUNK = 8 * 1024 * 1024
+NEAR = 2 * 1024 * 1024  # the kernel's read-ahead may hand in reads a little out of order
 STREAM_READ = 1024 * 1024
+PIECE_DIV = 4  # read-ahead GETs in flight once the window is full
+PIECE_MAX = 32 * 1024 * 1024
+RANDOM_TRIGGER = 2  # random reads of one open file before all of it is fetched
+WHOLE_MAX = 1024 * 1024 * 1024  # ... if it is no bigger than this (and the cache allows)
+
+
+_local = threading.local()
+
+
+def _stream_buffer() -> memoryview:
+    """This thread's buffer for fetched bytes: one per fetch thread, reused by every
+    GET, so streaming a big object allocates no fresh memory for every megabyte."""
+    buf = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = memoryview(bytearray(STREAM_READ))
+    return buf
 
 
 class FileSlice(io.RawIOBase):
@@ -82,28 +101,41 @@ class Reader:
     """Fills one cache file from S3 on demand, with read-ahead for sequential access."""
 
     def __init__(
-        self, backend: Backend, pool: ThreadPoolExecutor, cf: CacheFile, max_window: int
+        self,
+        backend: Backend,
+        pool: ThreadPoolExecutor,
+        cf: CacheFile,
+        max_window: int,
+        background: ThreadPoolExecutor | None = None,
     ) -> None:
         self.backend, self.pool, self.cf = backend, pool, cf
+        self.background = background  # whole-object fetches: never queued before reads
         self.max_window = max(max_window, CHUNK)
         self.window = 0
         self.next_offset = 0
+        self.random_reads = 0
+        self.whole_tried = False  # fetch_whole runs once per open file
         self._lock = threading.Lock()
         self._inflight: list[tuple[int, int, Future]] = []
+        self._whole: list[Future] = []
+        self._stop = threading.Event()
 
     def read(self, offset: int, size: int) -> bytes:
         cf = self.cf
         end = offset + size
-        sequential = offset == self.next_offset or (offset == 0 and self.window == 0)
-        self.next_offset = end
+        sequential = abs(offset - self.next_offset) <= NEAR or (offset == 0 and self.window == 0)
+        self.next_offset = max(self.next_offset, end) if sequential else end
         with cf.lock:
             need = cf.missing(offset, end)
         if sequential:
             self.window = min(max(self.window * 2, CHUNK), self.max_window)
         else:
             self.window = 0
+            self.random_reads += 1
+            if self.random_reads >= RANDOM_TRIGGER and not self.whole_tried:
+                self.fetch_whole()
         if need:
-            futures = self._schedule(need, CHUNK if sequential else BLOCK)
+            futures = self._schedule(need, self._piece() if sequential else BLOCK)
             self._wait_present(offset, end, futures)
         if sequential:
             self.prefetch(end, self.window)
@@ -113,19 +145,28 @@ class Reader:
                 raise FuseOSError(errno.EIO)
             return cf.pread(size, offset)
 
-    def _wait_present(self, start: int, end: int, futures: list[Future]) -> None:
+    def _wait_present(
+        self, start: int, end: int, futures: list[Future], retry: bool = True
+    ) -> None:
         """Return as soon as ``[start, end)`` is in the cache file, which is usually
         long before the ranged GETs that bring it have read their whole range."""
         cf = self.cf
         with cf.arrived:
             while cf.missing(start, end):
-                if all(f.done() for f in futures):
+                # bytes another fetch has claimed land when it has written them
+                if all(f.done() for f in futures) and not cf.filling.overlaps(start, end):
                     break
                 cf.arrived.wait(0.05)
         self.wait([f for f in futures if f.done()])
         with cf.lock:
             if cf.missing(start, end):
                 self.wait(futures)
+        with cf.lock:
+            left = cf.missing(start, end)
+        if left and retry:
+            # Our fetches left these bytes to a background fetch, which failed: once more.
+            self._wait_present(start, end, self._schedule(left, BLOCK), retry=False)
+            return
         with cf.lock:
             if cf.missing(start, end):
                 # Never hand out the sparse file's zeros for bytes that did not arrive.
@@ -136,14 +177,67 @@ class Reader:
         """Make ``[start, end)`` present (used before uploading a partly written part)."""
         with self.cf.lock:
             need = self.cf.missing(start, end)
-        if need:
-            self.wait(self._schedule(need, CHUNK))
+        if need:  # waits for claimed bytes too: a part must never upload holes
+            self._wait_present(start, end, self._schedule(need, CHUNK))
 
     def prefetch(self, start: int, length: int) -> None:
         with self.cf.lock:
             need = self.cf.missing(start, start + length)
         if need:
-            self._schedule(need, CHUNK)
+            self._schedule(need, self._piece())
+
+    def _piece(self) -> int:
+        """Size of one read-ahead GET: a quarter of the window (at least CHUNK). Bigger
+        GETs cost the client and the server less CPU per byte (a GetObject call is ~2 ms
+        of botocore), and the window still keeps four of them in flight."""
+        return max(CHUNK, min(PIECE_MAX, self.window // PIECE_DIV) // CHUNK * CHUNK)
+
+    def fetch_whole(self) -> None:
+        """Fetch all of the object in the background, as parallel ranged GETs of CHUNK
+        bytes, when the cache limits allow it: random reads are then served from the
+        cache file. Reads do not wait for it: a block not there yet is fetched at once
+        on its own (see ``read``)."""
+        with self._lock:  # concurrent reads may all see the trigger: only one starts it
+            if self.whole_tried or self.background is None:
+                return
+            self.whole_tried = True
+        with self.cf.lock:
+            need = self.cf.missing(0, self.cf.remote_limit)
+        if not need or not self._whole_fits(sum(e - s for s, e in need)):
+            return
+        log.debug("random reads of %s: fetching all of it in the background", self.cf.key)
+        with self._lock:
+            for start, end in need:
+                for pos in range(start - start % CHUNK, end, CHUNK):
+                    piece = (max(start, pos), min(end, pos + CHUNK))
+                    self._whole.append(self.background.submit(self._fetch_quietly, *piece))
+
+    def _whole_fits(self, missing: int) -> bool:
+        """Whether fetching ``missing`` more bytes of this object stays well inside the
+        cache limits (half of max_cache_size; ensure_diskfree kept twice over), so it
+        never pushes out much else."""
+        limits = self.cf.cache.limits
+        if self.cf.remote_limit > WHOLE_MAX:
+            return False
+        if limits.max_cache_size and self.cf.remote_limit > limits.max_cache_size // 2:
+            return False
+        if limits.ensure_diskfree:
+            try:
+                st = os.statvfs(self.cf.cache.data_dir)
+            except OSError:
+                return False
+            if st.f_bavail * st.f_frsize - missing < 2 * limits.ensure_diskfree:
+                return False
+        return True
+
+    def _fetch_quietly(self, start: int, end: int) -> None:
+        """A background fetch: a failure only means reads fetch their blocks themselves."""
+        if self._stop.is_set():
+            return
+        try:
+            self._fetch(start, end, self._stop)
+        except Exception as exc:
+            log.debug("background fetch of %s %d-%d: %s", self.cf.key, start, end, exc)
 
     def _schedule(self, ranges: list[tuple[int, int]], align: int) -> list[Future]:
         """Futures that together cover ``ranges``, reusing fetches already under way."""
@@ -152,7 +246,7 @@ class Reader:
         with self._lock:
             self._inflight = [t for t in self._inflight if not t[2].done()]
             for start, end in ranges:
-                pos = start - start % align
+                pos = start - start % BLOCK  # (never back over bytes that are here)
                 end = min(limit, -(-end // align) * align)
                 while pos < end:
                     running = [(e, f) for s, e, f in self._inflight if s <= pos < e]
@@ -160,7 +254,7 @@ class Reader:
                         futures.append(running[0][1])
                         pos = running[0][0]
                         continue
-                    piece_end = min(end, (pos // CHUNK + 1) * CHUNK if align == CHUNK else end)
+                    piece_end = min(end, (pos // align + 1) * align if align >= CHUNK else end)
                     # ... up to where a fetch under way takes over
                     piece_end = min([s for s, _, _ in self._inflight if pos < s] + [piece_end])
                     futures.append(self._submit(pos, piece_end))
@@ -173,7 +267,7 @@ class Reader:
         self._inflight.append((start, end, future))
         return future
 
-    def _fetch(self, start: int, end: int) -> None:
+    def _fetch(self, start: int, end: int, stop: threading.Event | None = None) -> None:
         """One ranged GET streamed into the cache file, a megabyte at a time.
 
         Only bytes of the version the cache file holds are fetched: if the object was
@@ -189,18 +283,17 @@ class Reader:
                 self.cf.key,
             )
             raise FuseOSError(errno.EIO) from None
+        buf = _stream_buffer()
         pos = start
         try:
             while pos < end:
-                chunk = body.read(min(STREAM_READ, end - pos))
-                if not chunk:
+                n = read_into(body, buf[: min(STREAM_READ, end - pos)])
+                if not n:
                     break
-                with self.cf.lock:
-                    if self.cf.fd < 0:
-                        return
-                    # past remote_limit the file was truncated meanwhile: not these bytes
-                    self.cf.fill(pos, chunk[: max(0, self.cf.remote_limit - pos)])
-                pos += len(chunk)
+                if self.cf.fd < 0 or (stop is not None and stop.is_set()):
+                    return
+                self.cf.fill(pos, buf[:n])
+                pos += n
         finally:
             body.close()
         if pos < end:
@@ -218,9 +311,11 @@ class Reader:
 
     def close(self) -> None:
         """Cancel read-ahead that has not started; wait for what is running."""
+        self._stop.set()  # background fetches end after the piece they are writing
         with self._lock:
             running = [f for _, _, f in self._inflight if not f.cancel()]
-            self._inflight = []
+            running += [f for f in self._whole if not f.cancel()]
+            self._inflight, self._whole = [], []
         wait(running)
 
 

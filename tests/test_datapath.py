@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import random
 import subprocess
 import time
 
@@ -95,6 +96,87 @@ def test_a_changed_etag_invalidates_cached_blocks(s3, bucket, mounter, tmp_path)
     with open(again.path("f.bin"), "rb") as f:
         fresh = f.read() == newest
     assert fresh, "the old version's bytes were served after a remount"
+
+
+def drop_page_cache() -> None:
+    """Make reads reach the daemon again, not the kernel's copy of the file."""
+    os.system("sync; echo 1 > /proc/sys/vm/drop_caches 2>/dev/null")
+
+
+def random_preads(fd: int, data: bytes, count: int, seed: int = 3) -> None:
+    """``count`` 4 KiB preads at random offsets, each checked against ``data``."""
+    rng = random.Random(seed)
+    for _ in range(count):
+        off = rng.randrange(len(data) - 4096)
+        assert os.pread(fd, 4096, off) == data[off : off + 4096], f"wrong bytes at {off}"
+
+
+def wait_cached(cache: str, nbytes: int) -> int:
+    """Cache usage once it reaches ``nbytes`` (or after a minute of waiting)."""
+    deadline = time.monotonic() + 60
+    while cache_usage(cache) < nbytes and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return cache_usage(cache)
+
+
+def test_random_reads_fetch_the_whole_object_in_the_background(s3, bucket, mounter, tmp_path):
+    data = os.urandom(40 * MiB + 12345)
+    s3.put_object(Bucket=bucket, Key="rand.bin", Body=data)
+    cache = str(tmp_path / "c")
+    mnt = mounter(bucket, f"use_cache={cache}")
+    os.stat(mnt.path("rand.bin"))
+    fd = os.open(mnt.path("rand.bin"), os.O_RDONLY)
+    try:
+        random_preads(fd, data, 50)  # each read gets its bytes, fetched or not
+        assert wait_cached(cache, len(data)) >= len(data)
+        before = stats(mnt)
+        drop_page_cache()
+        random_preads(fd, data, 200, seed=4)
+        whole = os.pread(fd, len(data) + 1, 0) == data
+        assert whole, "the whole object read back is not the object"
+        assert delta(before, stats(mnt), "GET") == 0  # all of it came from the cache
+    finally:
+        os.close(fd)
+
+
+def test_no_whole_object_fetch_beyond_what_the_cache_limit_allows(s3, bucket, mounter, tmp_path):
+    data = os.urandom(64 * MiB)
+    s3.put_object(Bucket=bucket, Key="big.bin", Body=data)
+    cache = str(tmp_path / "c")
+    mnt = mounter(bucket, f"use_cache={cache}", "max_cache_size=16")
+    os.stat(mnt.path("big.bin"))
+    before = stats(mnt)
+    fd = os.open(mnt.path("big.bin"), os.O_RDONLY)
+    try:
+        for slot in (5, 1, 9, 3, 7, 0, 8, 2, 6, 4):  # 6 MiB apart or more: random reads
+            off = slot * 6 * MiB + 12345
+            assert os.pread(fd, 4096, off) == data[off : off + 4096]
+    finally:
+        os.close(fd)
+    assert delta(before, stats(mnt), "GET") <= 10  # only the blocks read, one GET each
+    assert cache_usage(cache) < 4 * MiB
+
+
+def test_writes_during_a_background_fetch_are_never_overwritten(s3, bucket, mounter, tmp_path):
+    data = bytearray(os.urandom(32 * MiB))
+    s3.put_object(Bucket=bucket, Key="rw.bin", Body=bytes(data))
+    cache = str(tmp_path / "c")
+    mnt = mounter(bucket, f"use_cache={cache}")
+    fd = os.open(mnt.path("rw.bin"), os.O_RDWR)
+    try:
+        random_preads(fd, bytes(data), 3)  # starts the fetch of the whole object
+        rng = random.Random(5)
+        for _ in range(40):  # while it runs
+            off, patch = rng.randrange(len(data) - 8192), os.urandom(rng.randrange(1, 8192))
+            os.pwrite(fd, patch, off)
+            data[off : off + len(patch)] = patch
+        wait_cached(cache, len(data))
+        drop_page_cache()
+        same = os.pread(fd, len(data), 0) == data
+        assert same, "a fetched byte landed over a written one"
+    finally:
+        os.close(fd)
+    assert s3_bytes(s3, bucket, "rw.bin") == data
 
 
 def test_a_big_file_streams_as_multipart_while_it_is_written(s3, bucket, mounter):
