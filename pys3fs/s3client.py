@@ -8,6 +8,7 @@ multipart uploads and copies need no thread code here.
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import threading
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from botocore.config import Config
 from fuse import FuseOSError
 
 from .credentials import Credentials
-from .quickhead import Declined, QuickHead, object_fields
+from .quickhead import PUT_MAX, Declined, QuickRequests, object_fields
 from .stats import RequestStats
 
 log = logging.getLogger("pys3fs.s3")
@@ -280,7 +281,7 @@ class Backend:
         self.stats.attach(self.client)
         self._lock = threading.Lock()
         self._retrying = None
-        self._quick = QuickHead(
+        self._quick = QuickRequests(
             self.client, self.bucket, settings.connect_timeout, settings.read_timeout
         )
         self._listing = threading.local()  # the body of this thread's last listing page
@@ -438,9 +439,7 @@ class Backend:
         return extra
 
     def put(self, key: str, body: bytes, metadata: dict[str, str], content_type: str) -> None:
-        self.client.put_object(
-            Bucket=self.bucket, Key=key, Body=body, **self._extra(metadata, content_type)
-        )
+        self.put_stream(key, io.BytesIO(body), metadata, content_type)
 
     def put_stream(
         self,
@@ -456,14 +455,20 @@ class Backend:
         differ in how they want the ETag of If-Match (Ceph RGW only takes it without
         quotes), so a refusal while HEAD still shows the expected ETag retries once
         with the other form and remembers it."""
-        kwargs = dict(Bucket=self.bucket, Key=key, Body=body, **self._extra(metadata, content_type))
+        kwargs = dict(Bucket=self.bucket, Key=key, **self._extra(metadata, content_type))
         if cond is not None and cond.absent:
             kwargs["IfNoneMatch"] = "*"
         elif cond is not None and cond.etag:
             kwargs["IfMatch"] = self._etag_form(cond.etag)
+        client = self.client
+        if self._quick.enabled:
+            etag, client = self._quick_put(kwargs, body)
+            if client is None:
+                return norm_etag(etag)
+        kwargs["Body"] = body
         for attempt in range(2):
             try:
-                return norm_etag(self.client.put_object(**kwargs).get("ETag"))
+                return norm_etag(client.put_object(**kwargs).get("ETag"))
             except botocore.exceptions.ClientError as exc:
                 if not is_precondition_failure(exc):
                     raise
@@ -473,8 +478,28 @@ class Backend:
                 # setting: concurrent writers refused at once must all land on it).
                 self._unquoted_if_match = kwargs["IfMatch"].startswith('"')
                 kwargs["IfMatch"] = self._etag_form(cond.etag)
+                client = self.client
                 body.seek(0)
         raise ConflictError(key)
+
+    def _quick_put(self, params: dict, body) -> tuple[str | None, object]:
+        """A small body PUT without boto3 (see :mod:`pys3fs.quickhead`): (its ETag,
+        None) when it took, else (None, the client that asks again, with the retries
+        left when this attempt was a retryable failure). The body is rewound."""
+        size = body.seek(0, io.SEEK_END)
+        body.seek(0)
+        if size > PUT_MAX:
+            return None, self.client
+        self.stats.count("PUT")
+        try:
+            return self._quick.put(params, body.read(size)), None
+        except Declined as declined:
+            body.seek(0)
+            if not declined.retryable:  # a 412 or 403...: boto3 maps the answer
+                return None, self.client
+            if self.settings.retries == 0:
+                raise FuseOSError(errno.EIO) from None
+            return None, self._retry_client()
 
     def _etag_form(self, etag: str) -> str:
         bare = etag.strip('"')
