@@ -1,4 +1,4 @@
-"""HEAD and small PUT requests at a fraction of boto3's CPU cost.
+"""HEAD, small LIST and small PUT requests at a fraction of boto3's CPU cost.
 
 HEAD, for ``ls -l`` of directories never seen:
 A listing carries no user metadata, so the first ``ls -l`` of a directory HEADs every
@@ -10,6 +10,9 @@ botocore's), and the HEAD itself goes out on a plain keep-alive connection of th
 thread. Only the two answers that need no interpretation are taken here: 200 and 404.
 Anything else (an error status, a timeout, a reset) is left to boto3's ``head_object``,
 with its retries and error mapping.
+
+LIST of a few keys, the probe of a name nobody has seen (each ``create`` makes one):
+the same, and the page is parsed by :func:`pys3fs.s3client.parse_listing`.
 
 PUT, for small files (each costs about 2 ms of boto3 CPU, more than the rest of a
 file's create, write and close in the daemon): botocore presigns ``put_object`` with
@@ -45,7 +48,8 @@ class Declined(Exception):
 
 
 class QuickRequests:
-    """HEAD and PUT through presigned URLs on per-thread keep-alive connections."""
+    """HEAD, small LIST and PUT through presigned URLs on per-thread keep-alive
+    connections."""
 
     def __init__(self, client, bucket: str, connect_timeout: float, read_timeout: float):
         self.client, self.bucket = client, bucket
@@ -61,38 +65,49 @@ class QuickRequests:
     def head(self, key: str) -> dict[str, str] | None:
         """The response headers (names in lower case), None for a 404; raises
         :class:`Declined` for anything else."""
-        url = self.client.generate_presigned_url(
-            "head_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=URL_LIFETIME
-        )
+        resp, _ = self._fetch("HEAD", "head_object", {"Bucket": self.bucket, "Key": key})
+        if resp.status == 404:
+            return None
+        if resp.status != 200:
+            raise Declined(retryable=resp.status >= 500 or resp.status == 429)
+        return {name.lower(): value for name, value in resp.getheaders()}
+
+    def list(self, params: dict) -> bytes:
+        """The body of a 200 answer to ``list_objects_v2(**params)``; raises
+        :class:`Declined` for anything else."""
+        resp, body = self._fetch("GET", "list_objects_v2", params)
+        if resp.status != 200:
+            raise Declined(retryable=resp.status >= 500 or resp.status == 429)
+        return body
+
+    def _fetch(self, method: str, operation: str, params: dict):
+        """(answer, body) of a request that may be repeated (a HEAD, a GET)."""
+        url = self.client.generate_presigned_url(operation, Params=params, ExpiresIn=URL_LIFETIME)
         parts = urlsplit(url)
         target = parts.path + ("?" + parts.query if parts.query else "")
         conn = self._connection(parts.scheme, parts.netloc)
         try:
             try:
                 reused = conn.sock is not None
-                conn.request("HEAD", target)
+                conn.request(method, target)
                 resp = conn.getresponse()
             except (ConnectionError, http.client.RemoteDisconnected):
                 if not reused:
                     raise
                 conn.close()  # the server closed a connection idle here: once more, anew
-                conn.request("HEAD", target)
+                conn.request(method, target)
                 resp = conn.getresponse()
-            resp.read()
+            body = resp.read()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            if isinstance(exc, ssl.SSLError):  # botocore's CA bundle differs: leave HEADs to it
-                log.info("HEAD requests go through boto3 only (TLS: %s)", exc)
+            if isinstance(exc, ssl.SSLError):  # botocore's CA bundle differs: leave it to it
+                log.info("requests go through boto3 only (TLS: %s)", exc)
                 self.enabled = False
-            log.debug("quick HEAD %s failed (%s): boto3 asks again", key, exc)
+            log.debug("quick %s %s failed (%s): boto3 asks again", method, params, exc)
             raise Declined(retryable=True) from exc
         if resp.will_close:
             conn.close()
-        if resp.status == 404:
-            return None
-        if resp.status != 200:
-            raise Declined(retryable=resp.status >= 500 or resp.status == 429)
-        return {name.lower(): value for name, value in resp.getheaders()}
+        return resp, body
 
     def put(self, params: dict, body: bytes) -> str | None:
         """PUT ``body`` as ``put_object(Body=body, **params)`` would; the ETag of a 200.

@@ -76,6 +76,7 @@ class ListPage:
 
     prefixes: list[str]
     objects: list[ObjectInfo]
+    truncated: bool = False  # more keys follow (with or without a continuation token)
 
 
 @dataclass
@@ -204,7 +205,7 @@ def parse_listing(body: bytes) -> tuple[ListPage, str | None]:
     ]
     truncated = (root.findtext(ns + "IsTruncated") or "").strip().lower() == "true"
     token = root.findtext(ns + "NextContinuationToken") if truncated else None
-    return ListPage(prefixes=prefixes, objects=objects), token
+    return ListPage(prefixes=prefixes, objects=objects, truncated=truncated), token
 
 
 def _listing_200_error(operation_model, response_dict, **kwargs):
@@ -302,11 +303,7 @@ class Backend:
             try:
                 headers = self._quick.head(key)
             except Declined as declined:
-                if declined.retryable:  # boto3 retries, as many times as are left
-                    if self.settings.retries == 0:
-                        raise OSError(errno.EIO, f"HEAD {key} failed") from None
-                    client = self._retry_client()
-                # else (403...): boto3 asks again and maps the answer to an errno
+                client = self._client_after(declined, "HEAD")
             else:
                 if headers is None:
                     return None
@@ -389,21 +386,53 @@ class Backend:
 
     def first_objects(self, prefix: str, count: int = 2) -> list[ObjectInfo]:
         """Up to ``count`` objects below ``prefix``, with their sizes (no metadata)."""
-        resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=count)
-        return [listed_object(o) for o in resp.get("Contents", [])]
+        return self._small_listing(Prefix=prefix, MaxKeys=count).objects
 
     def probe(self, key: str) -> tuple[bool, bool] | None:
         """One LIST that tells whether ``key`` is an object and whether keys exist below
         ``key/`` (a directory): (is_file, is_dir). None when the page ran out before
         ``key/`` could show up (many siblings such as ``key!x``): ask another way."""
-        resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, Delimiter="/", MaxKeys=3)
-        names = [o["Key"] for o in resp.get("Contents", [])]
-        prefixes = [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
+        page = self._small_listing(Prefix=key, Delimiter="/", MaxKeys=3)
+        names, prefixes = [o.key for o in page.objects], page.prefixes
         is_file, is_dir = key in names, key + "/" in prefixes
-        if is_dir or not resp.get("IsTruncated"):
+        if is_dir or not page.truncated:
             return is_file, is_dir
         seen = names + prefixes
         return (is_file, False) if seen and max(seen) > key + "/" else None
+
+    def _small_listing(self, **params) -> ListPage:
+        """One ListObjectsV2 page of a few keys, made without boto3 when it can be (see
+        :mod:`pys3fs.quickhead`): every new name is probed with one."""
+        params["Bucket"] = self.bucket
+        client = self.client
+        if self._quick.enabled:
+            self.stats.count("LIST")
+            try:
+                body = self._quick.list(params)
+                if not body.rstrip().endswith(b"</ListBucketResult>"):
+                    raise Declined(retryable=True)  # cut off, or an error in disguise
+                return parse_listing(body)[0]
+            except Declined as declined:
+                client = self._client_after(declined, "LIST")
+            except ElementTree.ParseError:
+                client = self._client_after(Declined(retryable=True), "LIST")
+        resp = client.list_objects_v2(**params)
+        return ListPage(
+            prefixes=[p["Prefix"] for p in resp.get("CommonPrefixes", [])],
+            objects=[listed_object(o) for o in resp.get("Contents", [])],
+            truncated=bool(resp.get("IsTruncated")),
+        )
+
+    def _client_after(self, declined: Declined, what: str):
+        """The client that makes a request again after a quick attempt: with the retries
+        left after a retryable failure (EIO when none are), else the usual one (a 403 or
+        a 412 is boto3's to map)."""
+        if not declined.retryable:
+            return self.client
+        if self.settings.retries == 0:
+            log.debug("%s failed, no retries left", what)
+            raise FuseOSError(errno.EIO)
+        return self._retry_client()
 
     def all_objects(self, prefix: str) -> list[ObjectInfo]:
         """Every object below ``prefix``, recursively (with sizes, without metadata)."""
@@ -495,11 +524,7 @@ class Backend:
             return self._quick.put(params, body.read(size)), None
         except Declined as declined:
             body.seek(0)
-            if not declined.retryable:  # a 412 or 403...: boto3 maps the answer
-                return None, self.client
-            if self.settings.retries == 0:
-                raise FuseOSError(errno.EIO) from None
-            return None, self._retry_client()
+            return None, self._client_after(declined, "PUT")
 
     def _etag_form(self, etag: str) -> str:
         bare = etag.strip('"')

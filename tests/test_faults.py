@@ -533,3 +533,18 @@ def test_a_small_put_writes_the_metadata_boto3_writes(s3, bucket, proxy, via_pro
     assert fields[0] == fields[1]
     assert fields[1][0]["mode"] == str(stat.S_IFREG | 0o640)
     assert fields[1][0]["mtime"] == "1700000000.000000005"
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_retries_is_the_number_of_retries_of_a_probe(s3, bucket, proxy, via_proxy, retries):
+    """A name nobody has seen is probed with one small LIST (made without boto3)."""
+    s3.put_object(Bucket=bucket, Key="f", Body=b"f")
+    mnt = via_proxy(bucket, f"retries={retries}")
+    proxy.inject(1.0, [ERROR_500], methods=["GET"])
+    before = proxy.total["GET"]
+    fails_with_eio(os.stat, mnt.path("f"))
+    assert proxy.total["GET"] - before == retries + 1
+    proxy.clear()
+    assert os.stat(mnt.path("f")).st_size == 1
+    with pytest.raises(FileNotFoundError):
+        os.stat(mnt.path("g"))
