@@ -20,6 +20,8 @@ the very parameters the boto3 call would have (metadata, content type, condition
 headers, storage class); the headers it signed are sent with exactly the signed values,
 the body follows. Only a 200 is taken; a 412, any other status, a timeout or a reset
 goes to boto3's ``put_object``, which maps errors, treats 412 as a conflict and retries.
+CopyObject of small objects (the metadata rewrite of ``chmod`` or ``utime`` after a
+close, as ``tar`` does for every file) goes the same way; its 200 must carry a result.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import ssl
 import threading
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
+from xml.etree import ElementTree
 
 log = logging.getLogger("pys3fs.quickhead")
 
@@ -48,7 +51,7 @@ class Declined(Exception):
 
 
 class QuickRequests:
-    """HEAD, small LIST and PUT through presigned URLs on per-thread keep-alive
+    """HEAD, small LIST, PUT and COPY through presigned URLs on per-thread keep-alive
     connections."""
 
     def __init__(self, client, bucket: str, connect_timeout: float, read_timeout: float):
@@ -57,7 +60,8 @@ class QuickRequests:
         self._local = threading.local()
         self.enabled = True
         # The request botocore signs while presigning holds the headers it signed.
-        client.meta.events.register("before-sign.s3.PutObject", self._take_request)
+        for operation in ("PutObject", "CopyObject"):
+            client.meta.events.register(f"before-sign.s3.{operation}", self._take_request)
 
     def _take_request(self, request=None, **_kwargs) -> None:
         self._local.request = request
@@ -112,10 +116,28 @@ class QuickRequests:
     def put(self, params: dict, body: bytes) -> str | None:
         """PUT ``body`` as ``put_object(Body=body, **params)`` would; the ETag of a 200.
         Raises :class:`Declined` for anything else (a 412 included)."""
+        resp, _ = self._send_signed("put_object", params, body)
+        return resp.getheader("ETag")
+
+    def copy(self, params: dict) -> str:
+        """``copy_object(**params)``; the new ETag. A 200 whose body is no copy result
+        (S3 reports some failures that way) is :class:`Declined` like any error."""
+        _, body = self._send_signed("copy_object", params, b"")
+        try:
+            root = ElementTree.fromstring(body)
+        except ElementTree.ParseError as exc:
+            raise Declined(retryable=True) from exc
+        namespace = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+        etag = root.findtext(namespace + "ETag")
+        if not root.tag.endswith("CopyObjectResult") or not etag:
+            raise Declined(retryable=True)
+        return etag
+
+    def _send_signed(self, operation: str, params: dict, body: bytes):
+        """(answer, body) of a 200 to a write whose signed headers botocore chose; the
+        request is made once (a write is not repeated here)."""
         self._local.request = None
-        url = self.client.generate_presigned_url(
-            "put_object", Params=params, ExpiresIn=URL_LIFETIME
-        )
+        url = self.client.generate_presigned_url(operation, Params=params, ExpiresIn=URL_LIFETIME)
         signed = self._local.request
         if signed is None:  # botocore signed elsewhere than expected: let boto3 do it
             raise Declined(retryable=False)
@@ -125,24 +147,24 @@ class QuickRequests:
         target = parts.path + ("?" + parts.query if parts.query else "")
         conn = self._connection(parts.scheme, parts.netloc)
         if conn.sock is not None and _closed_while_idle(conn.sock):
-            conn.close()  # a PUT is not repeated after a failure: reopen before sending
+            conn.close()  # reopened before sending, since a failed write is not repeated
         try:
             conn.request("PUT", target, body=body, headers=headers)
             resp = conn.getresponse()
-            resp.read()
+            answer = resp.read()
         except (OSError, http.client.HTTPException, ValueError) as exc:
             conn.close()
             if isinstance(exc, ssl.SSLError):
                 log.info("requests go through boto3 only (TLS: %s)", exc)
                 self.enabled = False
-            log.debug("quick PUT %s failed (%s): boto3 tries again", params.get("Key"), exc)
+            log.debug("quick %s %s failed (%s): boto3 tries again", operation, params["Key"], exc)
             # a header botocore's signing took but http.client refuses is boto3's to send
             raise Declined(retryable=not isinstance(exc, ValueError)) from exc
         if resp.will_close:
             conn.close()
         if resp.status != 200:
             raise Declined(retryable=resp.status >= 500 or resp.status == 429)
-        return resp.getheader("ETag")
+        return resp, answer
 
     def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
         conns = getattr(self._local, "conns", None)

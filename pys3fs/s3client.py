@@ -616,10 +616,10 @@ class Backend:
                 extra["MetadataDirective"] = "REPLACE"
             elif self.settings.storage_class:
                 extra["StorageClass"] = self.settings.storage_class
-            resp = self.client.copy_object(
+            params = dict(
                 Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}, **extra
             )
-            return norm_etag(resp.get("CopyObjectResult", {}).get("ETag"))
+            return self._copy_object(params)
         if metadata is None:
             info = self.head(src)
             if info is None:
@@ -634,6 +634,18 @@ class Backend:
         )
         info = self.head(dst)
         return info.etag if info else None
+
+    def _copy_object(self, params: dict) -> str | None:
+        """One CopyObject, made without boto3 when it can be (see :mod:`pys3fs.quickhead`)."""
+        client = self.client
+        if self._quick.enabled:
+            self.stats.count("COPY")
+            try:
+                return norm_etag(self._quick.copy(params))
+            except Declined as declined:
+                client = self._client_after(declined, "COPY")
+        resp = client.copy_object(**params)
+        return norm_etag(resp.get("CopyObjectResult", {}).get("ETag"))
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)

@@ -548,3 +548,21 @@ def test_retries_is_the_number_of_retries_of_a_probe(s3, bucket, proxy, via_prox
     assert os.stat(mnt.path("f")).st_size == 1
     with pytest.raises(FileNotFoundError):
         os.stat(mnt.path("g"))
+
+
+def test_a_metadata_copy_answered_with_500_is_made_again_by_boto3(s3, bucket, proxy, via_proxy):
+    """chmod of a closed file copies the object onto itself (without boto3 first)."""
+    data = os.urandom(3000)
+    mnt = via_proxy(bucket, "retries=1")
+    write_file(mnt.path("f.bin"), data)
+    proxy.inject(1.0, [ERROR_500], methods=["PUT"], limit=1)
+    before = proxy.total["PUT"]
+    os.chmod(mnt.path("f.bin"), 0o600)
+    assert proxy.total["PUT"] - before == 2
+    head = s3.head_object(Bucket=bucket, Key="f.bin")
+    assert head["Metadata"]["mode"] == str(stat.S_IFREG | 0o600)
+    assert s3_bytes(s3, bucket, "f.bin") == data
+    os.chmod(mnt.path("f.bin"), 0o640)  # and without a fault
+    head = s3.head_object(Bucket=bucket, Key="f.bin")
+    assert head["Metadata"]["mode"] == str(stat.S_IFREG | 0o640)
+    assert s3_bytes(s3, bucket, "f.bin") == data
