@@ -64,7 +64,8 @@ class QuickRequests:
             client.meta.events.register(f"before-sign.s3.{operation}", self._take_request)
 
     def _take_request(self, request=None, **_kwargs) -> None:
-        self._local.request = request
+        if getattr(self._local, "presigning", False):  # not boto3's own requests
+            self._local.request = request
 
     def head(self, key: str) -> dict[str, str] | None:
         """The response headers (names in lower case), None for a 404; raises
@@ -136,9 +137,14 @@ class QuickRequests:
     def _send_signed(self, operation: str, params: dict, body: bytes):
         """(answer, body) of a 200 to a write whose signed headers botocore chose; the
         request is made once (a write is not repeated here)."""
-        self._local.request = None
-        url = self.client.generate_presigned_url(operation, Params=params, ExpiresIn=URL_LIFETIME)
-        signed = self._local.request
+        self._local.request, self._local.presigning = None, True
+        try:
+            url = self.client.generate_presigned_url(
+                operation, Params=params, ExpiresIn=URL_LIFETIME
+            )
+        finally:
+            self._local.presigning = False
+        signed, self._local.request = self._local.request, None
         if signed is None:  # botocore signed elsewhere than expected: let boto3 do it
             raise Declined(retryable=False)
         headers = {name: _text(value) for name, value in signed.headers.items()}
