@@ -67,6 +67,7 @@ class CacheFile:
         self.refs = 0
         self.detached = False  # unlinked while open: deleted at the last release
         self.last_used = time.monotonic()
+        self._saved: dict | None = None  # the record on disk, as this object wrote it
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
 
     # -- state ---------------------------------------------------------------------------
@@ -223,16 +224,20 @@ class CacheFile:
             "size": self.size,
             "present": self.present.to_list(),
         }
+        if record == self._saved:  # a small file's upload, then its release: once
+            return
         tmp = self.path + ".json.tmp"
         try:
             with open(tmp, "w") as f:
                 json.dump(record, f)
             os.replace(tmp, self.path + ".json")
+            self._saved = record
         except OSError as exc:  # only an optimisation: a full disk must not fail a close
             log.warning("cannot record cache state of %s: %s", self.key, exc)
             _remove_quietly(tmp)
 
     def drop_record(self) -> None:
+        self._saved = None
         with _suppress_missing():
             os.unlink(self.path + ".json")
 

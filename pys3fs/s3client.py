@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import http.client
+import io
 import logging
 import threading
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from botocore.config import Config
 from fuse import FuseOSError
 
 from .credentials import Credentials
-from .quickhead import Declined, QuickHead, object_fields
+from .quickhead import PUT_MAX, Declined, QuickRequests, object_fields
 from .stats import RequestStats
 
 log = logging.getLogger("pys3fs.s3")
@@ -76,6 +77,7 @@ class ListPage:
 
     prefixes: list[str]
     objects: list[ObjectInfo]
+    truncated: bool = False  # more keys follow (with or without a continuation token)
 
 
 @dataclass
@@ -227,7 +229,7 @@ def parse_listing(body: bytes) -> tuple[ListPage, str | None]:
     ]
     truncated = (root.findtext(ns + "IsTruncated") or "").strip().lower() == "true"
     token = root.findtext(ns + "NextContinuationToken") if truncated else None
-    return ListPage(prefixes=prefixes, objects=objects), token
+    return ListPage(prefixes=prefixes, objects=objects, truncated=truncated), token
 
 
 def _listing_200_error(operation_model, response_dict, **kwargs):
@@ -304,7 +306,7 @@ class Backend:
         self.stats.attach(self.client)
         self._lock = threading.Lock()
         self._retrying = None
-        self._quick = QuickHead(
+        self._quick = QuickRequests(
             self.client, self.bucket, settings.connect_timeout, settings.read_timeout
         )
         self._listing = threading.local()  # the body of this thread's last listing page
@@ -325,11 +327,7 @@ class Backend:
             try:
                 headers = self._quick.head(key)
             except Declined as declined:
-                if declined.retryable:  # boto3 retries, as many times as are left
-                    if self.settings.retries == 0:
-                        raise OSError(errno.EIO, f"HEAD {key} failed") from None
-                    client = self._retry_client()
-                # else (403...): boto3 asks again and maps the answer to an errno
+                client = self._client_after(declined, "HEAD")
             else:
                 if headers is None:
                     return None
@@ -412,21 +410,53 @@ class Backend:
 
     def first_objects(self, prefix: str, count: int = 2) -> list[ObjectInfo]:
         """Up to ``count`` objects below ``prefix``, with their sizes (no metadata)."""
-        resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=count)
-        return [listed_object(o) for o in resp.get("Contents", [])]
+        return self._small_listing(Prefix=prefix, MaxKeys=count).objects
 
     def probe(self, key: str) -> tuple[bool, bool] | None:
         """One LIST that tells whether ``key`` is an object and whether keys exist below
         ``key/`` (a directory): (is_file, is_dir). None when the page ran out before
         ``key/`` could show up (many siblings such as ``key!x``): ask another way."""
-        resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, Delimiter="/", MaxKeys=3)
-        names = [o["Key"] for o in resp.get("Contents", [])]
-        prefixes = [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
+        page = self._small_listing(Prefix=key, Delimiter="/", MaxKeys=3)
+        names, prefixes = [o.key for o in page.objects], page.prefixes
         is_file, is_dir = key in names, key + "/" in prefixes
-        if is_dir or not resp.get("IsTruncated"):
+        if is_dir or not page.truncated:
             return is_file, is_dir
         seen = names + prefixes
         return (is_file, False) if seen and max(seen) > key + "/" else None
+
+    def _small_listing(self, **params) -> ListPage:
+        """One ListObjectsV2 page of a few keys, made without boto3 when it can be (see
+        :mod:`pys3fs.quickhead`): every new name is probed with one."""
+        params["Bucket"] = self.bucket
+        client = self.client
+        if self._quick.enabled:
+            self.stats.count("LIST")
+            try:
+                body = self._quick.list(params)
+                if not body.rstrip().endswith(b"</ListBucketResult>"):
+                    raise Declined(retryable=True)  # cut off, or an error in disguise
+                return parse_listing(body)[0]
+            except Declined as declined:
+                client = self._client_after(declined, "LIST")
+            except ElementTree.ParseError:
+                client = self._client_after(Declined(retryable=True), "LIST")
+        resp = client.list_objects_v2(**params)
+        return ListPage(
+            prefixes=[p["Prefix"] for p in resp.get("CommonPrefixes", [])],
+            objects=[listed_object(o) for o in resp.get("Contents", [])],
+            truncated=bool(resp.get("IsTruncated")),
+        )
+
+    def _client_after(self, declined: Declined, what: str):
+        """The client that makes a request again after a quick attempt: with the retries
+        left after a retryable failure (EIO when none are), else the usual one (a 403 or
+        a 412 is boto3's to map)."""
+        if not declined.retryable:
+            return self.client
+        if self.settings.retries == 0:
+            log.debug("%s failed, no retries left", what)
+            raise FuseOSError(errno.EIO)
+        return self._retry_client()
 
     def all_objects(self, prefix: str) -> list[ObjectInfo]:
         """Every object below ``prefix``, recursively (with sizes, without metadata)."""
@@ -462,9 +492,7 @@ class Backend:
         return extra
 
     def put(self, key: str, body: bytes, metadata: dict[str, str], content_type: str) -> None:
-        self.client.put_object(
-            Bucket=self.bucket, Key=key, Body=body, **self._extra(metadata, content_type)
-        )
+        self.put_stream(key, io.BytesIO(body), metadata, content_type)
 
     def put_stream(
         self,
@@ -480,14 +508,20 @@ class Backend:
         differ in how they want the ETag of If-Match (Ceph RGW only takes it without
         quotes), so a refusal while HEAD still shows the expected ETag retries once
         with the other form and remembers it."""
-        kwargs = dict(Bucket=self.bucket, Key=key, Body=body, **self._extra(metadata, content_type))
+        kwargs = dict(Bucket=self.bucket, Key=key, **self._extra(metadata, content_type))
         if cond is not None and cond.absent:
             kwargs["IfNoneMatch"] = "*"
         elif cond is not None and cond.etag:
             kwargs["IfMatch"] = self._etag_form(cond.etag)
+        client = self.client
+        if self._quick.enabled:
+            etag, client = self._quick_put(kwargs, body)
+            if client is None:
+                return norm_etag(etag)
+        kwargs["Body"] = body
         for attempt in range(2):
             try:
-                return norm_etag(self.client.put_object(**kwargs).get("ETag"))
+                return norm_etag(client.put_object(**kwargs).get("ETag"))
             except botocore.exceptions.ClientError as exc:
                 if not is_precondition_failure(exc):
                     raise
@@ -497,8 +531,24 @@ class Backend:
                 # setting: concurrent writers refused at once must all land on it).
                 self._unquoted_if_match = kwargs["IfMatch"].startswith('"')
                 kwargs["IfMatch"] = self._etag_form(cond.etag)
+                client = self.client
                 body.seek(0)
         raise ConflictError(key)
+
+    def _quick_put(self, params: dict, body) -> tuple[str | None, object]:
+        """A small body PUT without boto3 (see :mod:`pys3fs.quickhead`): (its ETag,
+        None) when it took, else (None, the client that asks again, with the retries
+        left when this attempt was a retryable failure). The body is rewound."""
+        size = body.seek(0, io.SEEK_END)
+        body.seek(0)
+        if size > PUT_MAX:
+            return None, self.client
+        self.stats.count("PUT")
+        try:
+            return self._quick.put(params, body.read(size)), None
+        except Declined as declined:
+            body.seek(0)
+            return None, self._client_after(declined, "PUT")
 
     def _etag_form(self, etag: str) -> str:
         bare = etag.strip('"')
@@ -590,10 +640,10 @@ class Backend:
                 extra["MetadataDirective"] = "REPLACE"
             elif self.settings.storage_class:
                 extra["StorageClass"] = self.settings.storage_class
-            resp = self.client.copy_object(
+            params = dict(
                 Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}, **extra
             )
-            return norm_etag(resp.get("CopyObjectResult", {}).get("ETag"))
+            return self._copy_object(params)
         if metadata is None:
             info = self.head(src)
             if info is None:
@@ -608,6 +658,18 @@ class Backend:
         )
         info = self.head(dst)
         return info.etag if info else None
+
+    def _copy_object(self, params: dict) -> str | None:
+        """One CopyObject, made without boto3 when it can be (see :mod:`pys3fs.quickhead`)."""
+        client = self.client
+        if self._quick.enabled:
+            self.stats.count("COPY")
+            try:
+                return norm_etag(self._quick.copy(params))
+            except Declined as declined:
+                client = self._client_after(declined, "COPY")
+        resp = client.copy_object(**params)
+        return norm_etag(resp.get("CopyObjectResult", {}).get("ETag"))
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)

@@ -460,3 +460,109 @@ def test_data_of_a_failed_upload_reaches_s3_at_the_next_mount(
 
 def _exists(s3, bucket: str, key: str) -> bool:
     return key in {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+
+
+# -- small PUTs made without boto3 (pys3fs.quickhead) ------------------------------------
+
+
+def test_a_small_put_answered_with_500_is_made_again_by_boto3(s3, bucket, proxy, via_proxy):
+    mnt = via_proxy(bucket, "retries=2")
+    data = os.urandom(5000)
+    proxy.inject(1.0, [ERROR_500], methods=["PUT"], limit=1)
+    before = proxy.total["PUT"]
+    write_file(mnt.path("f.bin"), data)
+    assert proxy.total["PUT"] - before == 2  # the refused attempt, then boto3's
+    assert s3_bytes(s3, bucket, "f.bin") == data
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_retries_is_the_number_of_retries_of_a_small_put(s3, bucket, proxy, via_proxy, retries):
+    mnt = via_proxy(bucket, f"retries={retries}")
+    proxy.inject(1.0, [ERROR_500], methods=["PUT"])
+    before = proxy.total["PUT"]
+    fds = [os.open(mnt.path("f.bin"), os.O_CREAT | os.O_WRONLY, 0o644)]
+    try:
+        os.write(fds[0], b"kept")
+        fails_with_eio(os.fsync, fds[0])
+        assert proxy.total["PUT"] - before == retries + 1
+        proxy.clear()
+        os.fsync(fds[0])
+    finally:
+        close_quietly(fds)
+    assert s3_bytes(s3, bucket, "f.bin") == b"kept"
+
+
+def test_a_small_put_refused_with_412_is_a_conflict_and_keeps_the_data(
+    s3, bucket, proxy, via_proxy, tmp_path
+):
+    """With no retries left, a 412 is still a conflict (boto3 maps it), never a
+    failure of the quick attempt."""
+    s3.put_object(Bucket=bucket, Key="doc.txt", Body=b"original")
+    mnt = via_proxy(bucket, "retries=0")
+    fds = [os.open(mnt.path("doc.txt"), os.O_RDWR)]
+    try:
+        os.write(fds[0], b"this host's edit")
+        s3.put_object(Bucket=bucket, Key="doc.txt", Body=b"another host's version")
+        close_failing(fds, 0)
+    finally:
+        close_quietly(fds)
+    assert s3_bytes(s3, bucket, "doc.txt") == b"another host's version"
+    kept = wait_for(lambda: re.findall(r"conflict: .* kept in (\S+)", mnt.log.read_text()), 1)
+    assert read_file(kept[0]).startswith(b"this host's edit")
+
+
+def test_a_small_put_writes_the_metadata_boto3_writes(s3, bucket, proxy, via_proxy):
+    """The first file goes through boto3 (its quick attempt fails), the second does
+    not: S3 holds the same metadata and content type for both."""
+    mnt = via_proxy(bucket, "retries=1")
+    proxy.inject(1.0, [ERROR_500], methods=["PUT"], limit=1)
+    for name in ("by-boto3.txt", "quick.txt"):
+        fd = os.open(mnt.path(name), os.O_CREAT | os.O_WRONLY, 0o640)
+        try:
+            os.write(fd, b"same")
+            os.fchown(fd, 1060, 1061)
+            os.utime(fd, ns=(1700000000_000000005, 1700000000_000000005))
+        finally:
+            os.close(fd)
+    assert proxy.injected[ERROR_500] == 1
+    heads = [s3.head_object(Bucket=bucket, Key=n) for n in ("by-boto3.txt", "quick.txt")]
+    fields = [
+        ({k: v for k, v in h["Metadata"].items() if k != "ctime"}, h["ContentType"], h["ETag"])
+        for h in heads
+    ]
+    assert fields[0] == fields[1]
+    assert fields[1][0]["mode"] == str(stat.S_IFREG | 0o640)
+    assert fields[1][0]["mtime"] == "1700000000.000000005"
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_retries_is_the_number_of_retries_of_a_probe(s3, bucket, proxy, via_proxy, retries):
+    """A name nobody has seen is probed with one small LIST (made without boto3)."""
+    s3.put_object(Bucket=bucket, Key="f", Body=b"f")
+    mnt = via_proxy(bucket, f"retries={retries}")
+    proxy.inject(1.0, [ERROR_500], methods=["GET"])
+    before = proxy.total["GET"]
+    fails_with_eio(os.stat, mnt.path("f"))
+    assert proxy.total["GET"] - before == retries + 1
+    proxy.clear()
+    assert os.stat(mnt.path("f")).st_size == 1
+    with pytest.raises(FileNotFoundError):
+        os.stat(mnt.path("g"))
+
+
+def test_a_metadata_copy_answered_with_500_is_made_again_by_boto3(s3, bucket, proxy, via_proxy):
+    """chmod of a closed file copies the object onto itself (without boto3 first)."""
+    data = os.urandom(3000)
+    mnt = via_proxy(bucket, "retries=1")
+    write_file(mnt.path("f.bin"), data)
+    proxy.inject(1.0, [ERROR_500], methods=["PUT"], limit=1)
+    before = proxy.total["PUT"]
+    os.chmod(mnt.path("f.bin"), 0o600)
+    assert proxy.total["PUT"] - before == 2
+    head = s3.head_object(Bucket=bucket, Key="f.bin")
+    assert head["Metadata"]["mode"] == str(stat.S_IFREG | 0o600)
+    assert s3_bytes(s3, bucket, "f.bin") == data
+    os.chmod(mnt.path("f.bin"), 0o640)  # and without a fault
+    head = s3.head_object(Bucket=bucket, Key="f.bin")
+    assert head["Metadata"]["mode"] == str(stat.S_IFREG | 0o640)
+    assert s3_bytes(s3, bucket, "f.bin") == data
