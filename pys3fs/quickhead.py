@@ -87,7 +87,9 @@ class QuickRequests:
 
     def _fetch(self, method: str, operation: str, params: dict):
         """(answer, body) of a request that may be repeated (a HEAD, a GET)."""
-        url = self.client.generate_presigned_url(operation, Params=params, ExpiresIn=URL_LIFETIME)
+        url = self.client.generate_presigned_url(
+            operation, Params=dict(params), ExpiresIn=URL_LIFETIME
+        )
         parts = urlsplit(url)
         target = parts.path + ("?" + parts.query if parts.query else "")
         conn = self._connection(parts.scheme, parts.netloc)
@@ -140,7 +142,7 @@ class QuickRequests:
         self._local.request, self._local.presigning = None, True
         try:
             url = self.client.generate_presigned_url(
-                operation, Params=params, ExpiresIn=URL_LIFETIME
+                operation, Params=dict(params), ExpiresIn=URL_LIFETIME
             )
         finally:
             self._local.presigning = False

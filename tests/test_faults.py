@@ -538,31 +538,37 @@ def test_a_small_put_writes_the_metadata_boto3_writes(s3, bucket, proxy, via_pro
 @pytest.mark.parametrize("retries", [0, 2])
 def test_retries_is_the_number_of_retries_of_a_probe(s3, bucket, proxy, via_proxy, retries):
     """A name nobody has seen is probed with one small LIST (made without boto3)."""
-    s3.put_object(Bucket=bucket, Key="f", Body=b"f")
+    s3.put_object(Bucket=bucket, Key="d x/f+é", Body=b"f")
+    s3.put_object(Bucket=bucket, Key="d x/g+é", Body=b"g")
     mnt = via_proxy(bucket, f"retries={retries}")
     proxy.inject(1.0, [ERROR_500], methods=["GET"])
     before = proxy.total["GET"]
-    fails_with_eio(os.stat, mnt.path("f"))
+    fails_with_eio(os.stat, mnt.path("d x/f+é"))
     assert proxy.total["GET"] - before == retries + 1
     proxy.clear()
-    assert os.stat(mnt.path("f")).st_size == 1
+    assert os.stat(mnt.path("d x/f+é")).st_size == 1
     with pytest.raises(FileNotFoundError):
-        os.stat(mnt.path("g"))
+        os.stat(mnt.path("d x/h"))
+    if retries:  # a probe that boto3 makes again reads keys as before
+        proxy.inject(1.0, [ERROR_500], methods=["GET"], limit=1)
+        assert os.stat(mnt.path("d x/g+é")).st_size == 1
 
 
 def test_a_metadata_copy_answered_with_500_is_made_again_by_boto3(s3, bucket, proxy, via_proxy):
-    """chmod of a closed file copies the object onto itself (without boto3 first)."""
+    """chmod of a closed file copies the object onto itself (without boto3 first); boto3
+    copies from the same source (botocore's presigning must not alter its parameters)."""
     data = os.urandom(3000)
     mnt = via_proxy(bucket, "retries=1")
-    write_file(mnt.path("f.bin"), data)
+    os.mkdir(mnt.path("d x"))
+    write_file(mnt.path("d x/f+é.bin"), data)
     proxy.inject(1.0, [ERROR_500], methods=["PUT"], limit=1)
     before = proxy.total["PUT"]
-    os.chmod(mnt.path("f.bin"), 0o600)
+    os.chmod(mnt.path("d x/f+é.bin"), 0o600)
     assert proxy.total["PUT"] - before == 2
-    head = s3.head_object(Bucket=bucket, Key="f.bin")
+    head = s3.head_object(Bucket=bucket, Key="d x/f+é.bin")
     assert head["Metadata"]["mode"] == str(stat.S_IFREG | 0o600)
-    assert s3_bytes(s3, bucket, "f.bin") == data
-    os.chmod(mnt.path("f.bin"), 0o640)  # and without a fault
-    head = s3.head_object(Bucket=bucket, Key="f.bin")
+    assert s3_bytes(s3, bucket, "d x/f+é.bin") == data
+    os.chmod(mnt.path("d x/f+é.bin"), 0o640)  # and without a fault
+    head = s3.head_object(Bucket=bucket, Key="d x/f+é.bin")
     assert head["Metadata"]["mode"] == str(stat.S_IFREG | 0o640)
-    assert s3_bytes(s3, bucket, "f.bin") == data
+    assert s3_bytes(s3, bucket, "d x/f+é.bin") == data
