@@ -31,7 +31,7 @@ from botocore.config import Config
 from fuse import FuseOSError
 
 from .credentials import Credentials
-from .quickhead import PUT_MAX, Declined, QuickRequests, object_fields
+from .quickreq import PUT_MAX, Declined, QuickRequests, object_fields
 from .stats import RequestStats
 
 log = logging.getLogger("pys3fs.s3")
@@ -426,7 +426,7 @@ class Backend:
 
     def _small_listing(self, **params) -> ListPage:
         """One ListObjectsV2 page of a few keys, made without boto3 when it can be (see
-        :mod:`pys3fs.quickhead`): every new name is probed with one."""
+        :mod:`pys3fs.quickreq`): every new name is probed with one."""
         params["Bucket"] = self.bucket
         client = self.client
         if self._quick.enabled:
@@ -536,7 +536,7 @@ class Backend:
         raise ConflictError(key)
 
     def _quick_put(self, params: dict, body) -> tuple[str | None, object]:
-        """A small body PUT without boto3 (see :mod:`pys3fs.quickhead`): (its ETag,
+        """A small body PUT without boto3 (see :mod:`pys3fs.quickreq`): (its ETag,
         None) when it took, else (None, the client that asks again, with the retries
         left when this attempt was a retryable failure). The body is rewound."""
         size = body.seek(0, io.SEEK_END)
@@ -660,7 +660,7 @@ class Backend:
         return info.etag if info else None
 
     def _copy_object(self, params: dict) -> str | None:
-        """One CopyObject, made without boto3 when it can be (see :mod:`pys3fs.quickhead`)."""
+        """One CopyObject, made without boto3 when it can be (see :mod:`pys3fs.quickreq`)."""
         client = self.client
         if self._quick.enabled:
             self.stats.count("COPY")

@@ -52,7 +52,7 @@ class RequestStats:
             self.requests[KINDS.get(name, "OTHER")] += 1
 
     def count(self, kind: str) -> None:
-        """A request made without boto3 (see :mod:`pys3fs.quickhead`)."""
+        """A request made without boto3 (see :mod:`pys3fs.quickreq`)."""
         with self._lock:
             self.requests[kind] += 1
 

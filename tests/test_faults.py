@@ -156,7 +156,7 @@ def test_retries_is_the_number_of_retries(s3, bucket, proxy, via_proxy, retries)
 
 
 def test_a_connection_the_server_closed_while_idle_is_no_failure(s3, bucket, proxy, via_proxy):
-    # HEADs go out on kept-alive connections of their own (pys3fs.quickhead): one that
+    # HEADs go out on kept-alive connections of their own (pys3fs.quickreq): one that
     # the server closed while idle is opened again, not counted as a failed attempt.
     for name in ("f", "g"):
         s3.put_object(Bucket=bucket, Key=name, Body=name.encode())
@@ -462,7 +462,7 @@ def _exists(s3, bucket: str, key: str) -> bool:
     return key in {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
 
 
-# -- small PUTs made without boto3 (pys3fs.quickhead) ------------------------------------
+# -- small PUTs made without boto3 (pys3fs.quickreq) ------------------------------------
 
 
 def test_a_small_put_answered_with_500_is_made_again_by_boto3(s3, bucket, proxy, via_proxy):

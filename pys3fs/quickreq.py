@@ -1,4 +1,4 @@
-"""HEAD, small LIST and small PUT requests at a fraction of boto3's CPU cost.
+"""HEAD, small LIST, PUT and COPY requests at a fraction of boto3's CPU cost.
 
 HEAD, for ``ls -l`` of directories never seen:
 A listing carries no user metadata, so the first ``ls -l`` of a directory HEADs every
@@ -35,7 +35,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
-log = logging.getLogger("pys3fs.quickhead")
+log = logging.getLogger("pys3fs.quickreq")
 
 META = "x-amz-meta-"
 URL_LIFETIME = 900  # seconds; a URL is used at once
@@ -43,7 +43,7 @@ PUT_MAX = 1024 * 1024  # bigger bodies go through boto3 (its streaming costs lit
 
 
 class Declined(Exception):
-    """This HEAD is for boto3 to make (with its retries and error mapping)."""
+    """This request is for boto3 to make (with its retries and error mapping)."""
 
     def __init__(self, retryable: bool) -> None:
         super().__init__()
