@@ -40,6 +40,9 @@ from .s3client import Backend, ClientSettings, error_code, make_client
 from .stats import STATS_XATTR, format_stats
 
 SWITCH_INTERVAL = 0.0005  # seconds; see run_foreground
+# seconds the kernel may answer lookups and stat from its own cache (libfuse's default);
+# a shorter stat_cache_expire shortens it too
+KERNEL_TTL_MAX = 1.0
 log = logging.getLogger("pys3fs")
 
 USAGE = "pys3fs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]]... [-f] [-d]"
@@ -230,6 +233,9 @@ def fuse_options(opts: MountOptions) -> dict:
         # unlink really deletes: no .fuse_hidden* objects in the bucket for open files
         "hard_remove": True,
     }
+    # the kernel's own caches of names and attributes, never longer than ours
+    kernel_ttl = round(min(KERNEL_TTL_MAX, opts.stat_cache_expire), 3)
+    fuse["entry_timeout"] = fuse["attr_timeout"] = kernel_ttl
     fuse.update(opts.fuse_options)
     if opts.allow_other:
         fuse["allow_other"] = True

@@ -97,3 +97,16 @@ def test_setfattr_invalidate_drops_cached_state_at_once(bucket, mounter, s3):
     os.setxattr(mnt.path("d"), "user.pys3fs.invalidate", b"1")
     assert os.stat(mnt.path("d/f.txt")).st_size == 4
     assert read(mnt.path("d/f.txt")) == b"new!"
+
+
+def test_stat_cache_expire_zero_leaves_no_kernel_cache_either(bucket, mounter):
+    # The kernel keeps names and attributes for entry_timeout/attr_timeout (1 s in
+    # libfuse): pys3fs sets both from stat_cache_expire, so 0 means every stat asks.
+    a = mounter(bucket, "stat_cache_expire=0")
+    b = mounter(bucket)
+    write(b.path("f.txt"), b"1")
+    assert os.stat(a.path("f.txt")).st_size == 1
+    write(b.path("f.txt"), b"12345")
+    assert os.stat(a.path("f.txt")).st_size == 5  # at once, not after a second
+    os.unlink(b.path("f.txt"))
+    assert not os.path.exists(a.path("f.txt"))
