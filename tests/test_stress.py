@@ -471,3 +471,34 @@ def test_concurrent_overwrites_on_a_server_that_wants_bare_etags(s3, bucket, mou
         mnt.unmount()
     finally:
         proxy.stop()
+
+
+def test_bursts_of_80_concurrent_callers_leave_the_daemon_answering(s3, bucket, mounter):
+    # libfuse starts a worker thread per concurrent request and ends those beyond 10
+    # idle ones; pys3fs keeps a Python thread state per worker and frees those of ended
+    # threads (pys3fs.fusebridge): bursts make and end many workers.
+    bodies = {f"f{i}": os.urandom(i * 37) for i in range(100)}
+    for name, body in bodies.items():
+        s3.put_object(Bucket=bucket, Key=name, Body=body)
+    mnt = mounter(bucket, "stat_cache_expire=0")
+    failures: list[str] = []
+
+    def caller(k: int) -> None:
+        try:
+            for i in range(3):
+                name = f"f{(k * 7 + i) % 100}"
+                assert os.stat(mnt.path(name)).st_size == len(bodies[name])
+                with open(mnt.path(name), "rb") as f:
+                    assert f.read() == bodies[name]
+        except Exception:
+            failures.append(traceback.format_exc())
+
+    for _ in range(4):
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(80)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(0.2)  # idle workers beyond 10 end
+    assert not failures, failures[0]
+    assert sorted(os.listdir(mnt.mountpoint)) == sorted(bodies)
