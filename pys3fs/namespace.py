@@ -71,7 +71,7 @@ class Namespace:
         of = self.files.lookup(path)
         if of is not None:
             return of.entry.copy(size=of.size())
-        if self.dirs is not None and (pending := self.dirs.get(path)) is not None:
+        if (pending := self._pending_dir(path)) is not None:
             return pending
         entry = self.cache.get(path)
         self.backend.stats.hit("attr", entry is not None)
@@ -139,7 +139,11 @@ class Namespace:
     def revalidate(self, path: str) -> Entry:
         """Close-to-open consistency: one HEAD tells whether another host changed the
         file since it was cached; the new ETag then invalidates stale cached bytes."""
-        if path == "/" or self.files.lookup(path) is not None or self._pending_dir(path):
+        if (
+            path == "/"
+            or self.files.lookup(path) is not None
+            or self._pending_dir(path) is not None
+        ):
             return self.lookup(path)
         cached = self.cache.get(path)
         if cached is not None and cached.is_dir:
@@ -152,8 +156,9 @@ class Namespace:
         self.cache.put(path, entry)
         return entry
 
-    def _pending_dir(self, path: str) -> bool:
-        return self.dirs is not None and self.dirs.get(path) is not None
+    def _pending_dir(self, path: str) -> Entry | None:
+        """A directory made in write-back mode whose marker is not uploaded yet."""
+        return self.dirs.get(path) if self.dirs is not None else None
 
     def touch_parent(self, path: str) -> None:
         """A name was made in a directory whose marker may still wait for its upload."""

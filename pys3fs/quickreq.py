@@ -73,16 +73,14 @@ class QuickRequests:
         resp, _ = self._fetch("HEAD", "head_object", {"Bucket": self.bucket, "Key": key})
         if resp.status == 404:
             return None
-        if resp.status != 200:
-            raise Declined(retryable=resp.status >= 500 or resp.status == 429)
+        _require_200(resp)
         return {name.lower(): value for name, value in resp.getheaders()}
 
     def list(self, params: dict) -> bytes:
         """The body of a 200 answer to ``list_objects_v2(**params)``; raises
         :class:`Declined` for anything else."""
         resp, body = self._fetch("GET", "list_objects_v2", params)
-        if resp.status != 200:
-            raise Declined(retryable=resp.status >= 500 or resp.status == 429)
+        _require_200(resp)
         return body
 
     def _fetch(self, method: str, operation: str, params: dict):
@@ -90,9 +88,7 @@ class QuickRequests:
         url = self.client.generate_presigned_url(
             operation, Params=dict(params), ExpiresIn=URL_LIFETIME
         )
-        parts = urlsplit(url)
-        target = parts.path + ("?" + parts.query if parts.query else "")
-        conn = self._connection(parts.scheme, parts.netloc)
+        conn, target = self._connection(url)
         try:
             try:
                 reused = conn.sock is not None
@@ -106,10 +102,7 @@ class QuickRequests:
                 resp = conn.getresponse()
             body = resp.read()
         except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            if isinstance(exc, ssl.SSLError):  # botocore's CA bundle differs: leave it to it
-                log.info("requests go through boto3 only (TLS: %s)", exc)
-                self.enabled = False
+            self._failed(conn, exc)
             log.debug("quick %s %s failed (%s): boto3 asks again", method, params, exc)
             raise Declined(retryable=True) from exc
         if resp.will_close:
@@ -151,9 +144,7 @@ class QuickRequests:
             raise Declined(retryable=False)
         headers = {name: _text(value) for name, value in signed.headers.items()}
         headers.pop("Host", None)
-        parts = urlsplit(url)
-        target = parts.path + ("?" + parts.query if parts.query else "")
-        conn = self._connection(parts.scheme, parts.netloc)
+        conn, target = self._connection(url)
         if conn.sock is not None and _closed_while_idle(conn.sock):
             conn.close()  # reopened before sending, since a failed write is not repeated
         try:
@@ -161,28 +152,42 @@ class QuickRequests:
             resp = conn.getresponse()
             answer = resp.read()
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            conn.close()
-            if isinstance(exc, ssl.SSLError):
-                log.info("requests go through boto3 only (TLS: %s)", exc)
-                self.enabled = False
+            self._failed(conn, exc)
             log.debug("quick %s %s failed (%s): boto3 tries again", operation, params["Key"], exc)
             # a header botocore's signing took but http.client refuses is boto3's to send
             raise Declined(retryable=not isinstance(exc, ValueError)) from exc
         if resp.will_close:
             conn.close()
-        if resp.status != 200:
-            raise Declined(retryable=resp.status >= 500 or resp.status == 429)
+        _require_200(resp)
         return resp, answer
 
-    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+    def _connection(self, url: str) -> tuple[http.client.HTTPConnection, str]:
+        """This thread's kept-alive connection to ``url``'s server, and the request
+        target (path and query)."""
+        parts = urlsplit(url)
         conns = getattr(self._local, "conns", None)
         if conns is None:
             conns = self._local.conns = {}
-        conn = conns.get((scheme, netloc))
+        conn = conns.get((parts.scheme, parts.netloc))
         if conn is None:
-            kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-            conn = conns[(scheme, netloc)] = kind(netloc, timeout=self.timeout)
-        return conn
+            https = parts.scheme == "https"
+            kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
+            conn = conns[(parts.scheme, parts.netloc)] = kind(parts.netloc, timeout=self.timeout)
+        return conn, parts.path + ("?" + parts.query if parts.query else "")
+
+    def _failed(self, conn: http.client.HTTPConnection, exc: Exception) -> None:
+        """A request that got no answer: its connection is dropped, and a TLS failure
+        (botocore's CA bundle differs from ours) leaves all requests to boto3."""
+        conn.close()
+        if isinstance(exc, ssl.SSLError):
+            log.info("requests go through boto3 only (TLS: %s)", exc)
+            self.enabled = False
+
+
+def _require_200(resp: http.client.HTTPResponse) -> None:
+    """Anything but a 200 is boto3's to make again: with retries for a 5xx or 429."""
+    if resp.status != 200:
+        raise Declined(retryable=resp.status >= 500 or resp.status == 429)
 
 
 def _text(value) -> str:

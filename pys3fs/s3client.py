@@ -12,11 +12,12 @@ import http.client
 import io
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
 from urllib.parse import unquote_plus
 from xml.etree import ElementTree
 
@@ -35,6 +36,7 @@ from .quickreq import PUT_MAX, Declined, QuickRequests, object_fields
 from .stats import RequestStats
 
 log = logging.getLogger("pys3fs.s3")
+T = TypeVar("T")
 
 NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 DENIED_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
@@ -321,18 +323,12 @@ class Backend:
     # -- reads ---------------------------------------------------------------------------
     def head(self, key: str) -> ObjectInfo | None:
         """HEAD one key; None only for a 404, any other failure raises."""
-        client = self.client
-        if self._quick.enabled:
-            self.stats.count("HEAD")
-            try:
-                headers = self._quick.head(key)
-            except Declined as declined:
-                client = self._client_after(declined, "HEAD")
-            else:
-                if headers is None:
-                    return None
-                fields = object_fields(headers)
-                return ObjectInfo(key=key, **fields | {"etag": norm_etag(fields["etag"])})
+        headers, client = self._try_quick("HEAD", lambda: self._quick.head(key))
+        if client is None:
+            if headers is None:
+                return None
+            fields = object_fields(headers)
+            return ObjectInfo(key=key, **fields | {"etag": norm_etag(fields["etag"])})
         try:
             resp = client.head_object(Bucket=self.bucket, Key=key)
         except botocore.exceptions.ClientError as exc:
@@ -428,24 +424,37 @@ class Backend:
         """One ListObjectsV2 page of a few keys, made without boto3 when it can be (see
         :mod:`pys3fs.quickreq`): every new name is probed with one."""
         params["Bucket"] = self.bucket
-        client = self.client
-        if self._quick.enabled:
-            self.stats.count("LIST")
+
+        def quick() -> ListPage:
+            body = self._quick.list(params)
+            if not body.rstrip().endswith(b"</ListBucketResult>"):
+                raise Declined(retryable=True)  # cut off, or an error in disguise
             try:
-                body = self._quick.list(params)
-                if not body.rstrip().endswith(b"</ListBucketResult>"):
-                    raise Declined(retryable=True)  # cut off, or an error in disguise
                 return parse_listing(body)[0]
-            except Declined as declined:
-                client = self._client_after(declined, "LIST")
-            except ElementTree.ParseError:
-                client = self._client_after(Declined(retryable=True), "LIST")
+            except ElementTree.ParseError as exc:
+                raise Declined(retryable=True) from exc
+
+        page, client = self._try_quick("LIST", quick)
+        if client is None:
+            return page
         resp = client.list_objects_v2(**params)
         return ListPage(
             prefixes=[p["Prefix"] for p in resp.get("CommonPrefixes", [])],
             objects=[listed_object(o) for o in resp.get("Contents", [])],
             truncated=bool(resp.get("IsTruncated")),
         )
+
+    def _try_quick(self, kind: str, attempt: Callable[[], T]) -> tuple[T | None, object]:
+        """Make a request without boto3 first (see :mod:`pys3fs.quickreq`): (its answer,
+        None) when that took; else (None, the client that must ask again: the one with
+        the retries left after a retryable failure)."""
+        if not self._quick.enabled:
+            return None, self.client
+        self.stats.count(kind)
+        try:
+            return attempt(), None
+        except Declined as declined:
+            return None, self._client_after(declined, kind)
 
     def _client_after(self, declined: Declined, what: str):
         """The client that makes a request again after a quick attempt: with the retries
@@ -513,11 +522,9 @@ class Backend:
             kwargs["IfNoneMatch"] = "*"
         elif cond is not None and cond.etag:
             kwargs["IfMatch"] = self._etag_form(cond.etag)
-        client = self.client
-        if self._quick.enabled:
-            etag, client = self._quick_put(kwargs, body)
-            if client is None:
-                return norm_etag(etag)
+        etag, client = self._quick_put(kwargs, body)
+        if client is None:
+            return norm_etag(etag)
         kwargs["Body"] = body
         for attempt in range(2):
             try:
@@ -543,12 +550,9 @@ class Backend:
         body.seek(0)
         if size > PUT_MAX:
             return None, self.client
-        self.stats.count("PUT")
-        try:
-            return self._quick.put(params, body.read(size)), None
-        except Declined as declined:
-            body.seek(0)
-            return None, self._client_after(declined, "PUT")
+        etag, client = self._try_quick("PUT", lambda: self._quick.put(params, body.read(size)))
+        body.seek(0)
+        return etag, client
 
     def _etag_form(self, etag: str) -> str:
         bare = etag.strip('"')
@@ -661,13 +665,9 @@ class Backend:
 
     def _copy_object(self, params: dict) -> str | None:
         """One CopyObject, made without boto3 when it can be (see :mod:`pys3fs.quickreq`)."""
-        client = self.client
-        if self._quick.enabled:
-            self.stats.count("COPY")
-            try:
-                return norm_etag(self._quick.copy(params))
-            except Declined as declined:
-                client = self._client_after(declined, "COPY")
+        etag, client = self._try_quick("COPY", lambda: self._quick.copy(params))
+        if client is None:
+            return norm_etag(etag)
         resp = client.copy_object(**params)
         return norm_etag(resp.get("CopyObjectResult", {}).get("ETag"))
 

@@ -62,6 +62,15 @@ def s3_bytes(s3, bucket: str, key: str) -> bytes:
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
+def assert_attempts(proxy, method: str, attempts: int, call, *args) -> None:
+    """With every ``method`` request answered 500, ``call`` fails with EIO after exactly
+    ``attempts`` of them."""
+    proxy.inject(1.0, [ERROR_500], methods=[method])
+    before = proxy.total[method]
+    fails_with_eio(call, *args)
+    assert proxy.total[method] - before == attempts
+
+
 def fails_with_eio(call, *args) -> None:
     """The call fails, and with EIO: never ENOENT (or anything else)."""
     with pytest.raises(OSError) as info:
@@ -149,10 +158,7 @@ def test_a_failing_server_never_makes_a_file_look_missing_or_empty(
 def test_retries_is_the_number_of_retries(s3, bucket, proxy, via_proxy, retries):
     s3.put_object(Bucket=bucket, Key="f", Body=b"f")
     mnt = via_proxy(bucket, f"retries={retries}")
-    proxy.inject(1.0, [ERROR_500], methods=["HEAD"])
-    before = proxy.total["HEAD"]
-    fails_with_eio(os.stat, mnt.path("f"))
-    assert proxy.total["HEAD"] - before == retries + 1
+    assert_attempts(proxy, "HEAD", retries + 1, os.stat, mnt.path("f"))
 
 
 def test_a_connection_the_server_closed_while_idle_is_no_failure(s3, bucket, proxy, via_proxy):
@@ -478,13 +484,10 @@ def test_a_small_put_answered_with_500_is_made_again_by_boto3(s3, bucket, proxy,
 @pytest.mark.parametrize("retries", [0, 2])
 def test_retries_is_the_number_of_retries_of_a_small_put(s3, bucket, proxy, via_proxy, retries):
     mnt = via_proxy(bucket, f"retries={retries}")
-    proxy.inject(1.0, [ERROR_500], methods=["PUT"])
-    before = proxy.total["PUT"]
     fds = [os.open(mnt.path("f.bin"), os.O_CREAT | os.O_WRONLY, 0o644)]
     try:
         os.write(fds[0], b"kept")
-        fails_with_eio(os.fsync, fds[0])
-        assert proxy.total["PUT"] - before == retries + 1
+        assert_attempts(proxy, "PUT", retries + 1, os.fsync, fds[0])
         proxy.clear()
         os.fsync(fds[0])
     finally:
@@ -541,10 +544,7 @@ def test_retries_is_the_number_of_retries_of_a_probe(s3, bucket, proxy, via_prox
     s3.put_object(Bucket=bucket, Key="d x/f+é", Body=b"f")
     s3.put_object(Bucket=bucket, Key="d x/g+é", Body=b"g")
     mnt = via_proxy(bucket, f"retries={retries}")
-    proxy.inject(1.0, [ERROR_500], methods=["GET"])
-    before = proxy.total["GET"]
-    fails_with_eio(os.stat, mnt.path("d x/f+é"))
-    assert proxy.total["GET"] - before == retries + 1
+    assert_attempts(proxy, "GET", retries + 1, os.stat, mnt.path("d x/f+é"))
     proxy.clear()
     assert os.stat(mnt.path("d x/f+é")).st_size == 1
     with pytest.raises(FileNotFoundError):
