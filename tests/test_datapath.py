@@ -25,12 +25,19 @@ def delta(before: dict[str, int], after: dict[str, int], kind: str) -> int:
 
 
 def cache_usage(cache_dir: str) -> int:
-    """Bytes the data cache really occupies on disk (sparse files count what they hold)."""
+    """Bytes the data cache really occupies on disk (sparse files count what they hold).
+
+    The daemon saves block records as temp files renamed into place, so a file
+    listed by the walk may be gone by the time it is measured: it holds nothing.
+    """
     total = 0
     for root, _, files in os.walk(cache_dir):
         for name in files:
             if "/data" in root or "/private-" in root:
-                total += os.stat(os.path.join(root, name)).st_blocks * 512
+                try:
+                    total += os.stat(os.path.join(root, name)).st_blocks * 512
+                except FileNotFoundError:
+                    continue
     return total
 
 
