@@ -224,6 +224,8 @@ def fuse_options(opts: MountOptions) -> dict:
         "subtype": "pys3fs",
         "big_writes": True,
         "max_read": 131072,
+        # read replies are spliced from the cache file (see fusebridge's read_buf)
+        "splice_write": True,
         "atomic_o_trunc": True,
         # keep the kernel page cache across opens while size and mtime are unchanged
         "auto_cache": True,

@@ -29,6 +29,7 @@ READ_ONLY_OPS = {
     "readdir",
     "open",
     "read",
+    "read_buf",
     "readlink",
     "statfs",
     "flush",
@@ -238,8 +239,16 @@ class S3Operations(Operations):
         return self.files.open(path, self.keys.key(path), entry, flags, exists_remote=True)
 
     def read(self, path, size, offset, fh):
+        """fusepy's read (the mount itself calls :meth:`read_buf`)."""
+        buf = bytearray(size)
         of, _ = self.files.get(fh)
-        return of.read(offset, size)
+        return bytes(buf[: of.read_into(offset, memoryview(buf))])
+
+    def read_buf(self, path, size, offset, fh):
+        """Where the bytes of a read are, once they are in the cache file: (its
+        descriptor, how many); libfuse copies them (:mod:`pys3fs.fusebridge`)."""
+        of, _ = self.files.get(fh)
+        return of.locate(offset, size)
 
     def write(self, path, data, offset, fh):
         of, flags = self.files.get(fh)

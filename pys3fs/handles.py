@@ -102,8 +102,11 @@ class OpenFile:
         return self.cf.size
 
     # -- data ----------------------------------------------------------------------------
-    def read(self, offset: int, size: int) -> bytes:
-        return self.reader.read(offset, size)
+    def read_into(self, offset: int, view: memoryview) -> int:
+        return self.reader.read_into(offset, view)
+
+    def locate(self, offset: int, size: int) -> tuple[int, int]:
+        return self.reader.locate(offset, size)
 
     def write(self, data: bytes, offset: int, append: bool) -> int:
         with self.lock:

@@ -19,6 +19,7 @@ import io
 import logging
 import os
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -121,7 +122,31 @@ class Reader:
         self._whole: list[Future] = []
         self._stop = threading.Event()
 
-    def read(self, offset: int, size: int) -> bytes:
+    def read_into(self, offset: int, view: memoryview) -> int:
+        """Fill ``view`` with the bytes at ``offset``; how many there were (fewer at EOF)."""
+        self.make_present(offset, len(view))
+        with self.cf.lock:
+            self._check_arrived(offset, offset + len(view))
+            return self.cf.pread_into(view, offset)
+
+    def locate(self, offset: int, size: int) -> tuple[int, int]:
+        """The cache file's descriptor and how many bytes from ``offset`` it holds for a
+        read of ``size``: libfuse copies them to the kernel itself (see fusebridge)."""
+        self.make_present(offset, size)
+        cf = self.cf
+        with cf.lock:
+            self._check_arrived(offset, offset + size)
+            cf.last_used = time.monotonic()
+            return cf.fd, max(0, min(size, cf.size - offset))
+
+    def _check_arrived(self, offset: int, end: int) -> None:
+        """Never serve the sparse file's zeros for bytes that did not arrive."""
+        if self.cf.missing(offset, end):
+            log.error("read of %s: bytes %d-%d did not arrive", self.cf.key, offset, end)
+            raise FuseOSError(errno.EIO)
+
+    def make_present(self, offset: int, size: int) -> None:
+        """Fetch what a read of ``[offset, offset + size)`` lacks, and read ahead."""
         cf = self.cf
         end = offset + size
         sequential = abs(offset - self.next_offset) <= NEAR or (offset == 0 and self.window == 0)
@@ -140,11 +165,6 @@ class Reader:
             self._wait_present(offset, end, futures)
         if sequential:
             self.prefetch(end, self.window)
-        with cf.lock:
-            if cf.missing(offset, end):  # never serve bytes that did not arrive
-                log.error("read of %s: bytes %d-%d did not arrive", cf.key, offset, end)
-                raise FuseOSError(errno.EIO)
-            return cf.pread(size, offset)
 
     def _wait_present(
         self, start: int, end: int, futures: list[Future], retry: bool = True

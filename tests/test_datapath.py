@@ -9,6 +9,7 @@ import json
 import os
 import random
 import subprocess
+import threading
 import time
 
 import pytest
@@ -124,6 +125,42 @@ def wait_cached(cache: str, nbytes: int) -> int:
     while cache_usage(cache) < nbytes and time.monotonic() < deadline:
         time.sleep(0.1)
     return cache_usage(cache)
+
+
+def test_concurrent_cold_readers_get_exact_bytes(s3, bucket, mounter):
+    """Reads are answered with where the bytes sit in the cache file (libfuse splices
+    them): readers on several handles, sequential and random, while the object is still
+    arriving, all get exactly the object's bytes, up to and past its end."""
+    data = put_random(s3, bucket, "shared.bin", 24 * MiB + 12345, seed=9)
+    mnt = mounter(bucket)
+    drop_page_cache()
+    errors: list[str] = []
+
+    def sequential(chunk: int) -> None:
+        with open(mnt.path("shared.bin"), "rb", buffering=0) as f:
+            got = b"".join(iter(lambda: f.read(chunk), b""))
+        if got != data:
+            errors.append(f"sequential read in chunks of {chunk} differs")
+
+    def scattered(seed: int) -> None:
+        rng = random.Random(seed)
+        fd = os.open(mnt.path("shared.bin"), os.O_RDONLY)
+        try:
+            for _ in range(200):
+                off = rng.randrange(len(data) + 1000)
+                size = rng.choice([1, 4096, 131072, 300_000])
+                if os.pread(fd, size, off) != data[off : off + size]:
+                    errors.append(f"pread({size}, {off}) differs")
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=sequential, args=(c,)) for c in (65536, 1 << 20, 777)]
+    threads += [threading.Thread(target=scattered, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert errors == []
 
 
 def test_random_reads_fetch_the_whole_object_in_the_background(s3, bucket, mounter, tmp_path):
