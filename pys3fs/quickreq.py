@@ -4,10 +4,11 @@ HEAD, for ``ls -l`` of directories never seen:
 A listing carries no user metadata, so the first ``ls -l`` of a directory HEADs every
 file. Through boto3 each HEAD costs about 1.5 ms of CPU (parameter checks, events,
 serialisation, signing, response parsing), which on a small machine limits a cold
-``ls -l`` more than the server does. Here botocore still builds and signs the request,
-as a presigned URL (so endpoints, addressing styles, credentials and their refresh stay
-botocore's), and the HEAD itself goes out on a plain keep-alive connection of this
-thread. Only the two answers that need no interpretation are taken here: 200 and 404.
+``ls -l`` more than the server does. Here botocore still signs the request, as a
+presigned URL: :mod:`pys3fs.signing` builds it on the bucket URL the client resolved and
+signs it with botocore's query signer and the client's credentials (so endpoints,
+addressing styles, credentials and their refresh stay botocore's), and the HEAD itself
+goes out on a plain keep-alive connection of this thread (:mod:`pys3fs.httpconn`). Only the two answers that need no interpretation are taken here: 200 and 404.
 Anything else (an error status, a timeout, a reset) is left to boto3's ``head_object``,
 with its retries and error mapping.
 
