@@ -8,7 +8,8 @@ serialisation, signing, response parsing), which on a small machine limits a col
 presigned URL: :mod:`pys3fs.signing` builds it on the bucket URL the client resolved and
 signs it with botocore's query signer and the client's credentials (so endpoints,
 addressing styles, credentials and their refresh stay botocore's), and the HEAD itself
-goes out on a plain keep-alive connection of this thread (:mod:`pys3fs.httpconn`). Only the two answers that need no interpretation are taken here: 200 and 404.
+goes out on a plain keep-alive connection of this thread (:mod:`pys3fs.httpconn`).
+Only the two answers that need no interpretation are taken here: 200 and 404.
 Anything else (an error status, a timeout, a reset) is left to boto3's ``head_object``,
 with its retries and error mapping.
 
