@@ -86,11 +86,6 @@ class BucketSigner:
             query[field] = str(value)
         return self._sign(resolved, "GET", resolved.list_path, query)
 
-    @property
-    def origin(self) -> str | None:
-        resolved = self._get()
-        return resolved.origin if resolved else None
-
     def _sign(self, resolved: Resolved, method: str, path: str, query: dict) -> str | None:
         url = resolved.origin + path
         if not resolved.signed:
