@@ -4,10 +4,12 @@ HEAD, for ``ls -l`` of directories never seen:
 A listing carries no user metadata, so the first ``ls -l`` of a directory HEADs every
 file. Through boto3 each HEAD costs about 1.5 ms of CPU (parameter checks, events,
 serialisation, signing, response parsing), which on a small machine limits a cold
-``ls -l`` more than the server does. Here botocore still builds and signs the request,
-as a presigned URL (so endpoints, addressing styles, credentials and their refresh stay
-botocore's), and the HEAD itself goes out on a plain keep-alive connection of this
-thread. Only the two answers that need no interpretation are taken here: 200 and 404.
+``ls -l`` more than the server does. Here botocore still signs the request, as a
+presigned URL: :mod:`pys3fs.signing` builds it on the bucket URL the client resolved and
+signs it with botocore's query signer and the client's credentials (so endpoints,
+addressing styles, credentials and their refresh stay botocore's), and the HEAD itself
+goes out on a plain keep-alive connection of this thread (:mod:`pys3fs.httpconn`).
+Only the two answers that need no interpretation are taken here: 200 and 404.
 Anything else (an error status, a timeout, a reset) is left to boto3's ``head_object``,
 with its retries and error mapping.
 
@@ -26,7 +28,6 @@ close, as ``tar`` does for every file) goes the same way; its 200 must carry a r
 
 from __future__ import annotations
 
-import http.client
 import logging
 import select
 import ssl
@@ -34,6 +35,9 @@ import threading
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
+
+from .httpconn import Connection, ConnectionDropped, HTTPError, Response
+from .signing import BucketSigner, signed_host
 
 log = logging.getLogger("pys3fs.quickreq")
 
@@ -59,6 +63,7 @@ class QuickRequests:
         self.timeout = max(connect_timeout, read_timeout)
         self._local = threading.local()
         self.enabled = True
+        self.signer = BucketSigner(client, bucket, URL_LIFETIME)
         # The request botocore signs while presigning holds the headers it signed.
         for operation in ("PutObject", "CopyObject"):
             client.meta.events.register(f"before-sign.s3.{operation}", self._take_request)
@@ -70,55 +75,58 @@ class QuickRequests:
     def head(self, key: str) -> dict[str, str] | None:
         """The response headers (names in lower case), None for a 404; raises
         :class:`Declined` for anything else."""
-        resp, _ = self._fetch("HEAD", "head_object", {"Bucket": self.bucket, "Key": key})
+        resp = self._fetch("HEAD", "head_object", {"Bucket": self.bucket, "Key": key})
         if resp.status == 404:
             return None
         _require_200(resp)
-        return {name.lower(): value for name, value in resp.getheaders()}
+        return {name.lower(): value for name, value in resp.headers}
 
     def list(self, params: dict) -> bytes:
         """The body of a 200 answer to ``list_objects_v2(**params)``; raises
         :class:`Declined` for anything else."""
-        resp, body = self._fetch("GET", "list_objects_v2", params)
+        resp = self._fetch("GET", "list_objects_v2", params)
         _require_200(resp)
-        return body
+        return resp.body
 
-    def _fetch(self, method: str, operation: str, params: dict):
-        """(answer, body) of a request that may be repeated (a HEAD, a GET)."""
-        url = self.client.generate_presigned_url(
-            operation, Params=dict(params), ExpiresIn=URL_LIFETIME
-        )
-        conn, target = self._connection(url)
+    def _fetch(self, method: str, operation: str, params: dict) -> Response:
+        """The answer to a request that may be repeated (a HEAD, a GET)."""
+        conn, target = self._connection(self._url(operation, params))
         try:
             try:
                 reused = conn.sock is not None
-                conn.request(method, target)
-                resp = conn.getresponse()
-            except (ConnectionError, http.client.RemoteDisconnected):
+                return conn.request(method, target)
+            except (ConnectionError, ConnectionDropped):
                 if not reused:
                     raise
-                conn.close()  # the server closed a connection idle here: once more, anew
-                conn.request(method, target)
-                resp = conn.getresponse()
-            body = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
+                # the server closed a connection idle here: once more, anew
+                return conn.request(method, target)
+        except (OSError, HTTPError) as exc:
             self._failed(conn, exc)
             log.debug("quick %s %s failed (%s): boto3 asks again", method, params, exc)
             raise Declined(retryable=True) from exc
-        if resp.will_close:
-            conn.close()
-        return resp, body
+
+    def _url(self, operation: str, params: dict) -> str:
+        """The presigned URL: from :class:`~pys3fs.signing.BucketSigner` where it can make
+        it (a fraction of the presign's CPU), else from the client's presign."""
+        if operation == "head_object":
+            url = self.signer.head_url(params["Key"])
+        else:
+            url = self.signer.list_url(params)
+        if url is None:
+            url = self.client.generate_presigned_url(
+                operation, Params=dict(params), ExpiresIn=URL_LIFETIME
+            )
+        return url
 
     def put(self, params: dict, body: bytes) -> str | None:
         """PUT ``body`` as ``put_object(Body=body, **params)`` would; the ETag of a 200.
         Raises :class:`Declined` for anything else (a 412 included)."""
-        resp, _ = self._send_signed("put_object", params, body)
-        return resp.getheader("ETag")
+        return self._send_signed("put_object", params, body).getheader("ETag")
 
     def copy(self, params: dict) -> str:
         """``copy_object(**params)``; the new ETag. A 200 whose body is no copy result
         (S3 reports some failures that way) is :class:`Declined` like any error."""
-        _, body = self._send_signed("copy_object", params, b"")
+        body = self._send_signed("copy_object", params, b"").body
         try:
             root = ElementTree.fromstring(body)
         except ElementTree.ParseError as exc:
@@ -129,9 +137,9 @@ class QuickRequests:
             raise Declined(retryable=True)
         return etag
 
-    def _send_signed(self, operation: str, params: dict, body: bytes):
-        """(answer, body) of a 200 to a write whose signed headers botocore chose; the
-        request is made once (a write is not repeated here)."""
+    def _send_signed(self, operation: str, params: dict, body: bytes) -> Response:
+        """The 200 answer to a write whose signed headers botocore chose; the request is
+        made once (a write is not repeated here)."""
         self._local.request, self._local.presigning = None, True
         try:
             url = self.client.generate_presigned_url(
@@ -148,34 +156,37 @@ class QuickRequests:
         if conn.sock is not None and _closed_while_idle(conn.sock):
             conn.close()  # reopened before sending, since a failed write is not repeated
         try:
-            conn.request("PUT", target, body=body, headers=headers)
-            resp = conn.getresponse()
-            answer = resp.read()
-        except (OSError, http.client.HTTPException, ValueError) as exc:
+            resp = conn.request("PUT", target, headers, body)
+        except (OSError, HTTPError, ValueError) as exc:
             self._failed(conn, exc)
             log.debug("quick %s %s failed (%s): boto3 tries again", operation, params["Key"], exc)
-            # a header botocore's signing took but http.client refuses is boto3's to send
+            # a header value HTTP cannot carry is boto3's to send (or refuse)
             raise Declined(retryable=not isinstance(exc, ValueError)) from exc
-        if resp.will_close:
-            conn.close()
         _require_200(resp)
-        return resp, answer
+        return resp
 
-    def _connection(self, url: str) -> tuple[http.client.HTTPConnection, str]:
+    def _connection(self, url: str) -> tuple[Connection, str]:
         """This thread's kept-alive connection to ``url``'s server, and the request
         target (path and query)."""
-        parts = urlsplit(url)
+        start = url.index("://") + 3
+        ends = [i for i in (url.find("/", start), url.find("?", start)) if i >= 0]
+        cut = min(ends, default=len(url))
+        origin, target = url[:cut], url[cut:]
+        if not target.startswith("/"):
+            target = "/" + target
         conns = getattr(self._local, "conns", None)
         if conns is None:
             conns = self._local.conns = {}
-        conn = conns.get((parts.scheme, parts.netloc))
+        conn = conns.get(origin)
         if conn is None:
-            https = parts.scheme == "https"
-            kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
-            conn = conns[(parts.scheme, parts.netloc)] = kind(parts.netloc, timeout=self.timeout)
-        return conn, parts.path + ("?" + parts.query if parts.query else "")
+            parts = urlsplit(origin)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            host = signed_host(origin)
+            conn = Connection(parts.scheme, parts.hostname, port, host, self.timeout)
+            conns[origin] = conn
+        return conn, target
 
-    def _failed(self, conn: http.client.HTTPConnection, exc: Exception) -> None:
+    def _failed(self, conn: Connection, exc: Exception) -> None:
         """A request that got no answer: its connection is dropped, and a TLS failure
         (botocore's CA bundle differs from ours) leaves all requests to boto3."""
         conn.close()
@@ -184,7 +195,7 @@ class QuickRequests:
             self.enabled = False
 
 
-def _require_200(resp: http.client.HTTPResponse) -> None:
+def _require_200(resp: Response) -> None:
     """Anything but a 200 is boto3's to make again: with retries for a 5xx or 429."""
     if resp.status != 200:
         raise Declined(retryable=resp.status >= 500 or resp.status == 429)
