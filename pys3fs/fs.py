@@ -35,6 +35,7 @@ READ_ONLY_OPS = {
     "flush",
     "release",
     "fsync",
+    "fsyncdir",
     "opendir",
     "releasedir",
     "access",
@@ -187,6 +188,9 @@ class S3Operations(Operations):
     def releasedir(self, path, fh):
         self.open_dirs.release(fh)
 
+    def fsyncdir(self, path, datasync, fh):
+        self.ns.sync(path, is_dir=True)
+
     def mkdir(self, path, mode):
         uid, gid, _ = fuse_get_context()
         self.ns.mkdir(path, mode, uid, gid)
@@ -272,10 +276,15 @@ class S3Operations(Operations):
             self.files.release(fh)
 
     def flush(self, path, fh):
-        self.files.flush(fh)
+        try:
+            self.files.flush(fh)
+        finally:
+            self.ns.touch_parent(path)  # a queued marker waits while its files are written
 
     def fsync(self, path, datasync, fh):
         self.files.fsync(fh)
+        if path is not None:
+            self.ns.sync(path, is_dir=False)  # and the directories leading to it (as ext4)
 
     def release(self, path, fh):
         self.files.release(fh)

@@ -559,6 +559,11 @@ class FileTable:
             files = [*self._by_path.values(), *self._elsewhere]
         return [of.report() for of in files if of.needs_upload]
 
+    def in_use_below(self, directory: str) -> bool:
+        """Whether a file below ``directory`` is open: its close is still to come."""
+        with self._lock:
+            return any(of.refs and is_below(p, directory) for p, of in self._by_path.items())
+
     def open_below(self, directory: str) -> list[OpenFile]:
         with self._lock:
             return [of for p, of in self._by_path.items() if is_below(p, directory)]

@@ -60,8 +60,9 @@ class Namespace:
         self.deferred = DeferredAttrs()
         self._learned: list[tuple[str, int, Entry]] = []  # for the index, from deferred HEADs
         self._learned_lock = threading.Lock()
-        # write-back mode: directories whose marker upload waits (see dirqueue)
-        self.dirs = PendingDirs(files) if files.writeback else None
+        # directories whose marker upload waits (see dirqueue); it needs the journal,
+        # which a mount has unless another mount uses its cache directory
+        self.dirs = PendingDirs(files) if files.journal is not None else None
 
     # -- lookups -------------------------------------------------------------------------
     def lookup(self, path: str) -> Entry:
@@ -157,13 +158,26 @@ class Namespace:
         return entry
 
     def _pending_dir(self, path: str) -> Entry | None:
-        """A directory made in write-back mode whose marker is not uploaded yet."""
+        """A directory made here whose marker is not uploaded yet."""
         return self.dirs.get(path) if self.dirs is not None else None
 
-    def touch_parent(self, path: str) -> None:
-        """A name was made in a directory whose marker may still wait for its upload."""
-        if self.dirs is not None:
+    def touch_parent(self, path: str | None) -> None:
+        """A name was made, or a file closed, in a directory whose marker (or an
+        ancestor's) may still wait for its upload."""
+        if self.dirs is not None and path is not None:
             self.dirs.touch(parent(path))
+
+    def sync(self, path: str, is_dir: bool) -> None:
+        """fsync(2): the pending markers of the directories leading to ``path`` (and,
+        for a directory, of it and those below it) are uploaded now; EIO if S3 does
+        not take them (they stay pending and are retried)."""
+        if self.dirs is None:
+            return
+        try:
+            self.dirs.sync(path, subtree=is_dir)
+        except Exception as exc:
+            log.error("fsync of %s: a directory marker was not uploaded: %s", path, exc)
+            raise FuseOSError(errno.EIO) from exc
 
     def invalidate(self, path: str) -> None:
         """Forget everything cached for a file or a whole subtree (on demand)."""
@@ -331,6 +345,8 @@ class Namespace:
         Keys the mount hides (``d//x``, over-long names) and a marker object that has
         content count as content: removing the directory would delete bytes that no
         listing shows."""
+        if self.dirs is not None:
+            self.dirs.flush_below(path)  # S3 then holds what the checks below look at
         prefix = self.keys.dir_prefix(path)
         found = self.backend.first_objects(prefix, 2)
         marker = next((o for o in found if o.key == prefix), None)
@@ -357,10 +373,13 @@ class Namespace:
             raise FuseOSError(errno.EEXIST)
 
     def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None:
-        """The marker is written with If-None-Match, so a racing mkdir elsewhere is
-        EEXIST. Inside a directory this mount has just created (``tar x``, ``mkdir -p``)
-        that is the only request; elsewhere S3 is asked first whether the name is free
-        (a directory may exist with no marker, made by another host since a listing)."""
+        """Inside a directory this mount has just created (``tar x``, ``mkdir -p``) no
+        request is needed first; elsewhere S3 is asked whether the name is free (a
+        directory may exist with no marker, made by another host since a listing).
+
+        With a journal the marker is queued (see dirqueue). Without one (another mount
+        uses the cache directory) it is written now, with If-None-Match, so a racing
+        mkdir elsewhere is EEXIST; a queued marker that meets one takes its place."""
         if self.cache.absent_from_made(path) and self.files.lookup(path) is None:
             self.require_dir(parent(path))
         else:
@@ -444,8 +463,6 @@ class Namespace:
         if path == "/":
             raise FuseOSError(errno.EBUSY)
         self.require_dir(path)
-        if self.dirs is not None:
-            self.dirs.flush_below(path)  # S3 then holds what the checks below look at
         empty, marker = self._emptiness(path)
         if not empty:
             raise FuseOSError(errno.ENOTEMPTY)
@@ -498,6 +515,7 @@ class Namespace:
                 raise FuseOSError(errno.EISDIR)
             if dst.is_dir and not self.is_empty(new):
                 raise FuseOSError(errno.ENOTEMPTY)
+        self.touch_parent(new)
         if src.is_dir:
             self._rename_dir(old, new, dst)
         else:

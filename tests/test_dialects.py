@@ -13,6 +13,7 @@ import stat
 from datetime import UTC, datetime
 
 import pytest
+from test_dirs import fsync_dir
 
 S = 1_000_000_000
 DIR_TYPE = "application/x-directory"
@@ -391,6 +392,7 @@ def test_file_written_through_mount_has_exact_s3fs_metadata(mnt, s3, bucket, uma
 def test_mkdir_and_symlink_write_s3fs_metadata(mnt, s3, bucket, umask022):
     os.mkdir(mnt.path("d"), 0o750)
     os.symlink("d/target", mnt.path("ln"))
+    fsync_dir(mnt.path("d"))
 
     marker = s3.head_object(Bucket=bucket, Key="d/")
     assert set(marker["Metadata"]) == S3FS_NAMES

@@ -23,7 +23,9 @@ from dataclasses import replace
 
 import pytest
 from s3proxy import DELAY, ERROR_500, ERROR_503, LOST, RESET, SILENCE, S3Proxy
+from test_dirs import fsync_dir
 from test_files import read_file, write_file
+from test_writeback import kill_daemon
 
 MiB = 1024 * 1024
 # Short timeouts keep "silence" and "cut off" quick; a test never asserts a duration.
@@ -318,6 +320,44 @@ def test_an_upload_out_of_retries_fails_with_eio_keeps_the_data_and_succeeds_lat
     assert stat.S_IMODE(os.stat(mnt.path("new.bin")).st_mode) == 0o600
 
 
+def test_a_failed_directory_marker_is_logged_retried_and_fsync_is_eio(s3, bucket, proxy, via_proxy):
+    """mkdir returns before its marker is sent. When S3 does not take it, the log says
+    so, fsync of the directory fails with EIO, the directory stays, and the marker is
+    sent again (with backoff) until S3 takes it."""
+    mnt = via_proxy(bucket, "retries=1")
+    proxy.inject(1.0, [ERROR_500], methods=["PUT"])
+    os.mkdir(mnt.path("d"), 0o750)
+    fails_with_eio(fsync_dir, mnt.path("d"))
+    wait_for(lambda: re.findall(r"marker of d/ failed", mnt.log.read_text()), 1)
+    assert os.stat(mnt.path("d")).st_mode == stat.S_IFDIR | 0o750
+    assert os.listdir(mnt.mountpoint) == ["d"]
+    assert not _exists(s3, bucket, "d/")
+    proxy.clear()
+    wait_for(lambda: [1] if _exists(s3, bucket, "d/") else [], 1)  # the background retry
+    fsync_dir(mnt.path("d"))
+    mode = int(s3.head_object(Bucket=bucket, Key="d/")["Metadata"]["mode"])
+    assert mode == stat.S_IFDIR | 0o750
+
+
+def test_a_directory_whose_marker_s3_has_not_taken_survives_kill_9(
+    s3, bucket, proxy, via_proxy, tmp_path
+):
+    """Its journal record stands for the marker: the next mount makes it, with its mode."""
+    cache = tmp_path / "kept-cache"
+    mnt = via_proxy(bucket, "retries=0", f"use_cache={cache}")
+    proxy.inject(1.0, [ERROR_500], methods=["PUT"])
+    os.mkdir(mnt.path("kept"), 0o705)
+    wait_for(lambda: re.findall(r"marker of kept/ failed", mnt.log.read_text()), 1)
+    kill_daemon(mnt)
+    proxy.clear()
+    assert not _exists(s3, bucket, "kept/")
+    mnt = via_proxy(bucket, f"use_cache={cache}")
+    assert _exists(s3, bucket, "kept/")  # made at mount, before anything is served
+    mode = int(s3.head_object(Bucket=bucket, Key="kept/")["Metadata"]["mode"])
+    assert mode == stat.S_IFDIR | 0o705
+    assert os.stat(mnt.path("kept")).st_mode == stat.S_IFDIR | 0o705
+
+
 # -- the server cut off --------------------------------------------------------------------
 
 
@@ -400,6 +440,7 @@ def test_a_mixed_workload_under_ten_percent_faults_loses_nothing(s3, bucket, pro
         assert read_file(mnt.path(rel)) == data
     assert proxy.injected.total() > 10
     proxy.clear()
+    fsync_dir(mnt.mountpoint)  # directory markers: one that failed waits for its retry
 
     seen = {}
     for root, _, names in os.walk(mnt.mountpoint):
@@ -561,6 +602,7 @@ def test_a_metadata_copy_answered_with_500_is_made_again_by_boto3(s3, bucket, pr
     mnt = via_proxy(bucket, "retries=1")
     os.mkdir(mnt.path("d x"))
     write_file(mnt.path("d x/f+é.bin"), data)
+    fsync_dir(mnt.path("d x"))  # its queued marker: not among the PUTs counted below
     proxy.inject(1.0, [ERROR_500], methods=["PUT"], limit=1)
     before = proxy.total["PUT"]
     os.chmod(mnt.path("d x/f+é.bin"), 0o600)

@@ -22,6 +22,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from test_dirs import fsync_dir
 
 DIR_TYPE = "application/x-directory"
 
@@ -162,6 +163,7 @@ def test_names_made_through_the_mount_land_under_the_exact_key(mnt, s3_server, s
         expected[f"d/{name}"] = ident.encode()
         expected[f"{name}/"] = b""
         expected[f"{name}/inside"] = ident.encode()
+    fsync_dir(mnt.mountpoint)  # the queued directory markers
     assert keys_under(s3, bucket) == expected
     assert sorted(os.listdir(mnt.path("d"))) == sorted(names.values())
     for ident, name in names.items():
@@ -275,6 +277,7 @@ def test_name_of_255_bytes_of_multibyte_characters(mnt, s3, bucket):
     assert sorted(os.listdir(mnt.path(four))) == sorted([two, four])
     assert os.readlink(mnt.path(four, two)) == two
     assert read(mnt.path(four, four)) == b"moved"
+    fsync_dir(mnt.mountpoint)  # the queued directory marker
     assert set(keys_under(s3, bucket)) == {two, f"{four}/", f"{four}/{two}", f"{four}/{four}"}
 
 
@@ -293,6 +296,7 @@ def test_name_of_256_bytes_is_enametoolong_for_every_call(mnt, s3, bucket):
         (os.unlink, (mnt.path(long),)),
     ]:
         assert_errno(errno.ENAMETOOLONG, call, *args)
+    fsync_dir(mnt.mountpoint)  # the queued directory marker
     assert keys_under(s3, bucket) == {"keep": b"kept", "dir/": b""}
     assert_alive(mnt)
 
@@ -322,6 +326,7 @@ def test_rename_of_a_directory_whose_keys_would_exceed_1024_bytes(mnt, s3, bucke
     a server that accepts longer keys made objects no lookup could reach)."""
     deep, key = deep_dirs(mnt.path("s"))
     write(os.path.join(deep, "f" * 18), b"deep data")  # "s/" + 1004 + 18 = 1024 bytes
+    fsync_dir(mnt.mountpoint)  # the queued directory markers
     before = keys_under(s3, bucket)
     assert before["s/" + key + "f" * 18] == b"deep data"
 
@@ -440,6 +445,7 @@ def test_directory_marker_with_content_keeps_its_bytes(mnt, s3, bucket):
     assert_errno(errno.ENOTEMPTY, os.rmdir, mnt.path("n"))
     os.mkdir(mnt.path("empty"))
     assert_errno(errno.ENOTEMPTY, os.rename, mnt.path("empty"), mnt.path("plain"))
+    fsync_dir(mnt.path("empty"))
     assert keys_under(s3, bucket) == {
         "n/": b"marker body",
         "plain/": b"other body",
