@@ -95,12 +95,6 @@ class CacheFile:
         return self.present.gaps(start, end) if start < end else []
 
     # -- bytes ---------------------------------------------------------------------------
-    def pread_into(self, view: memoryview, offset: int) -> int:
-        """Read into the caller's buffer (FUSE's reply buffer): no bytes object per read."""
-        self.last_used = time.monotonic()
-        size = max(0, min(len(view), self.size - offset))
-        return os.preadv(self.fd, [view[:size]], offset) if size else 0
-
     def store(self, offset: int, data: bytes | memoryview, dirty: bool) -> int:
         """Write bytes into the cache file (fetched from S3, or written by a user).
 

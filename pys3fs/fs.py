@@ -243,10 +243,10 @@ class S3Operations(Operations):
         return self.files.open(path, self.keys.key(path), entry, flags, exists_remote=True)
 
     def read(self, path, size, offset, fh):
-        """fusepy's read (the mount itself calls :meth:`read_buf`)."""
-        buf = bytearray(size)
-        of, _ = self.files.get(fh)
-        return bytes(buf[: of.read_into(offset, memoryview(buf))])
+        """fusepy's plain read, for a FUSE without ``read_buf`` (the mount itself calls
+        :meth:`read_buf`)."""
+        fd, length = self.read_buf(path, size, offset, fh)
+        return os.pread(fd, length, offset)
 
     def read_buf(self, path, size, offset, fh):
         """Where the bytes of a read are, once they are in the cache file: (its

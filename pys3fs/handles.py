@@ -102,9 +102,6 @@ class OpenFile:
         return self.cf.size
 
     # -- data ----------------------------------------------------------------------------
-    def read_into(self, offset: int, view: memoryview) -> int:
-        return self.reader.read_into(offset, view)
-
     def locate(self, offset: int, size: int) -> tuple[int, int]:
         return self.reader.locate(offset, size)
 

@@ -122,13 +122,6 @@ class Reader:
         self._whole: list[Future] = []
         self._stop = threading.Event()
 
-    def read_into(self, offset: int, view: memoryview) -> int:
-        """Fill ``view`` with the bytes at ``offset``; how many there were (fewer at EOF)."""
-        self.make_present(offset, len(view))
-        with self.cf.lock:
-            self._check_arrived(offset, offset + len(view))
-            return self.cf.pread_into(view, offset)
-
     def locate(self, offset: int, size: int) -> tuple[int, int]:
         """The cache file's descriptor and how many bytes from ``offset`` it holds for a
         read of ``size``: libfuse copies them to the kernel itself (see fusebridge)."""
@@ -140,9 +133,10 @@ class Reader:
             return cf.fd, max(0, min(size, cf.size - offset))
 
     def _check_arrived(self, offset: int, end: int) -> None:
-        """Never serve the sparse file's zeros for bytes that did not arrive."""
+        """Never hand out (nor upload) the sparse file's zeros for bytes that did not
+        arrive: EIO instead. Called with the cache file's lock held."""
         if self.cf.missing(offset, end):
-            log.error("read of %s: bytes %d-%d did not arrive", self.cf.key, offset, end)
+            log.error("bytes %d-%d of %s did not arrive: EIO", offset, end, self.cf.key)
             raise FuseOSError(errno.EIO)
 
     def make_present(self, offset: int, size: int) -> None:
@@ -189,10 +183,7 @@ class Reader:
             self._wait_present(start, end, self._schedule(left, BLOCK), retry=False)
             return
         with cf.lock:
-            if cf.missing(start, end):
-                # Never hand out the sparse file's zeros for bytes that did not arrive.
-                log.error("bytes of %s did not arrive: read fails with EIO", cf.key)
-                raise FuseOSError(errno.EIO)
+            self._check_arrived(start, end)
 
     def ensure(self, start: int, end: int) -> None:
         """Make ``[start, end)`` present (used before uploading a partly written part)."""
@@ -217,7 +208,7 @@ class Reader:
         """Fetch all of the object in the background, as parallel ranged GETs of CHUNK
         bytes, when the cache limits allow it: random reads are then served from the
         cache file. Reads do not wait for it: a block not there yet is fetched at once
-        on its own (see ``read``)."""
+        on its own (see ``make_present``)."""
         with self._lock:  # concurrent reads may all see the trigger: only one starts it
             if self.whole_tried or self.background is None:
                 return

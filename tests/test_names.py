@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import stat
 import subprocess
@@ -22,7 +21,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from test_dirs import fsync_dir
+from test_dirs import fsync_dir, requests
 
 DIR_TYPE = "application/x-directory"
 
@@ -179,18 +178,14 @@ def test_unusual_names_are_headed_once_each_by_the_quick_signer(mnt, s3_server, 
     for ident, name in names.items():
         put(s3, bucket, f"ls/{name}", ident.encode(), Metadata={"mode": "33152", "uid": "7"})
     os.stat(mnt.path("ls"))  # its own lookup (a LIST, the HEAD of a marker) comes first
-    before = mount_requests(mnt)
+    before = requests(mnt)
     listed = os.listdir(mnt.path("ls"))
     modes = {name: os.lstat(mnt.path("ls", name)) for name in listed}
     assert sorted(listed) == sorted(names.values())
     assert {(stat.S_IMODE(st.st_mode), st.st_uid) for st in modes.values()} == {(0o600, 7)}
-    assert mount_requests(mnt).get("HEAD", 0) - before.get("HEAD", 0) == len(names)
+    assert requests(mnt).get("HEAD", 0) - before.get("HEAD", 0) == len(names)
     for ident, name in names.items():
         assert read(mnt.path("ls", name)) == ident.encode(), ident
-
-
-def mount_requests(mnt) -> dict[str, int]:
-    return json.loads(os.getxattr(mnt.mountpoint, "user.pys3fs.stats"))["requests"]
 
 
 def test_names_made_by_another_tool_show_under_the_exact_name(mnt, s3_server, s3, bucket, run):
