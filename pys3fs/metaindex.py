@@ -4,8 +4,13 @@ Listings carry size, ETag and Last-Modified but no user metadata, so without hel
 ``ls -l`` costs one HEAD per entry. Any change of an object's metadata rewrites the
 object (a new Last-Modified, usually a new ETag), so metadata decoded once stays
 right for as long as a listing shows the same (ETag, Last-Modified): this index keeps
-it across attribute-cache expiry and across mounts, and can never serve stale modes
-or owners.
+it across attribute-cache expiry and across mounts.
+
+Last-Modified counts whole seconds on most servers, and a chmod by another tool keeps
+the ETag: a rewrite in the second of the version this host decoded would look the
+same. So the index learns only versions the server still described at least
+:data:`SETTLE` later (:func:`settled`); any rewrite after that carries a later
+Last-Modified, and the index can never serve stale modes or owners.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from datetime import datetime, timedelta
 
 from .attrs import Entry
 
@@ -30,6 +36,20 @@ FIELDS = (
     "marker",
     "symlink_target",
 )
+
+
+# Whole seconds on both sides, plus one for a rewrite landing between the server reading
+# the metadata and stamping its Date header
+SETTLE = timedelta(seconds=2)
+
+
+def settled(last_modified: datetime | None, answered: datetime | None) -> bool:
+    """Whether metadata read in an answer dated ``answered`` (the server's clock, so
+    hosts' clocks do not matter) may be kept for the version written at
+    ``last_modified``: only if no later rewrite can carry the same Last-Modified."""
+    if last_modified is None or answered is None:
+        return False
+    return answered - last_modified >= SETTLE
 
 
 class MetaIndex:

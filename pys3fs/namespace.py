@@ -21,7 +21,8 @@ from .attrs import Entry, encode_entry, entry_from_object, implicit_dir, now_ns
 from .cache import DeferredAttrs, Hint, MetaCache
 from .dirqueue import PendingDirs
 from .handles import FileTable, Owner
-from .metaindex import MetaIndex
+from .metadata import NS_PER_SEC
+from .metaindex import MetaIndex, settled
 from .paths import KEY_MAX, KeyMap, is_below, join, parent, valid_name
 from .s3client import Backend, ConflictError, ObjectInfo, Precondition, is_not_found
 
@@ -305,8 +306,10 @@ class Namespace:
             return None  # deleted since the listing: lookup decides
         entry = entry_from_object(info)
         self.cache.put(child, entry)
-        if listed.etag != info.etag:
+        if listed.etag != info.etag or info.mtime_ns // NS_PER_SEC != listed.mtime_ns // NS_PER_SEC:
             return None  # rewritten since the listing: its listed date is not this version's
+        if not settled(info.last_modified, info.answered):
+            return None  # written too recently: a rewrite may still share its date
         return info.key, modified(listed), entry
 
     def _learn(self, heads: list[Future]) -> None:

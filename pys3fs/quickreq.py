@@ -32,6 +32,7 @@ import logging
 import select
 import ssl
 import threading
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
@@ -222,4 +223,15 @@ def object_fields(headers: dict[str, str]) -> dict:
         "last_modified": parsedate_to_datetime(modified) if modified else None,
         "metadata": {k[len(META) :]: v for k, v in headers.items() if k.startswith(META)},
         "content_type": headers.get("content-type"),
+        "answered": http_date(headers.get("date")),
     }
+
+
+def http_date(value: str | None) -> datetime | None:
+    """An HTTP date header as a datetime; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None

@@ -32,7 +32,7 @@ from botocore.config import Config
 from fuse import FuseOSError
 
 from .credentials import Credentials
-from .quickreq import PUT_MAX, Declined, QuickRequests, object_fields
+from .quickreq import PUT_MAX, Declined, QuickRequests, http_date, object_fields
 from .stats import RequestStats
 
 log = logging.getLogger("pys3fs.s3")
@@ -52,6 +52,7 @@ class ObjectInfo:
     last_modified: datetime | None
     metadata: dict[str, str] = field(default_factory=dict)
     content_type: str | None = None
+    answered: datetime | None = None  # the server's Date on the answer that said this
 
     @property
     def mtime_ns(self) -> int:
@@ -342,6 +343,7 @@ class Backend:
             last_modified=resp.get("LastModified"),
             metadata=dict(resp.get("Metadata") or {}),
             content_type=resp.get("ContentType"),
+            answered=http_date(resp["ResponseMetadata"].get("HTTPHeaders", {}).get("date")),
         )
 
     def _retry_client(self):

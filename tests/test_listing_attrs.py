@@ -6,7 +6,13 @@ import json
 import os
 import stat
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pys3fs.metaindex import SETTLE, settled
 
 
 def requests(mnt) -> dict[str, int]:
@@ -61,6 +67,7 @@ def test_a_warm_remount_of_10000_entries_needs_no_head(s3_server, bucket, mounte
 
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(put, range(count)))
+    time.sleep(SETTLE.total_seconds())  # the index learns only versions this old
     cache = str(tmp_path / "kept-cache")
     first = mounter(bucket, f"use_cache={cache}")
     subprocess.run(["ls", "-l", first.path("many")], capture_output=True, check=True)
@@ -103,6 +110,49 @@ def test_a_metadata_change_by_another_tool_is_not_hidden_by_the_index(
     os.listdir(second.mountpoint)
     st = os.stat(second.path("f00001"))
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, 7, 8)
+
+
+def test_a_rewrite_in_the_second_of_the_indexed_version_is_not_hidden(
+    s3, bucket, mounter, tmp_path
+):
+    """Last-Modified counts seconds and a chmod by another tool keeps the ETag: a
+    rewrite in the same second as the version a listing HEADed looks the same to the
+    next listing, so the index must not have kept that version."""
+    cache = str(tmp_path / "cache")
+    first = mounter(bucket, f"use_cache={cache}")
+    old = {"mode": str(stat.S_IFREG | 0o640), "uid": "1234", "gid": "2345"}
+    new = {"mode": str(stat.S_IFREG | 0o600), "uid": "7", "gid": "8"}
+    for attempt in range(10):
+        key = f"try{attempt}/f"
+        s3.put_object(Bucket=bucket, Key=key, Body=b"same", Metadata=old)
+        written = s3.head_object(Bucket=bucket, Key=key)["LastModified"]
+        os.listdir(first.path(f"try{attempt}"))  # a fresh directory: LIST and HEAD
+        s3.copy_object(
+            Bucket=bucket,
+            Key=key,
+            CopySource={"Bucket": bucket, "Key": key},
+            Metadata=new,
+            MetadataDirective="REPLACE",
+        )
+        if s3.head_object(Bucket=bucket, Key=key)["LastModified"] == written:
+            break  # the race happened: same ETag, same Last-Modified
+    else:
+        pytest.skip("no rewrite landed in the second of the first write")
+    first.unmount()
+    second = mounter(bucket, f"use_cache={cache}")
+    os.listdir(second.path(f"try{attempt}"))
+    st = os.stat(second.path(key))
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, 7, 8)
+
+
+def test_only_versions_described_well_after_their_write_are_settled():
+    written = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
+    assert not settled(written, written)
+    assert not settled(written, written + timedelta(seconds=1))
+    assert settled(written, written + timedelta(seconds=2))
+    assert settled(written, written + timedelta(days=300))
+    assert not settled(None, written)
+    assert not settled(written, None)
 
 
 def test_the_heads_of_a_listing_run_concurrently(s3, bucket, mounter, s3_server):
