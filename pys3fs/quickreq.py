@@ -141,18 +141,8 @@ class QuickRequests:
     def _send_signed(self, operation: str, params: dict, body: bytes) -> Response:
         """The 200 answer to a write whose signed headers botocore chose; the request is
         made once (a write is not repeated here)."""
-        self._local.request, self._local.presigning = None, True
-        try:
-            url = self.client.generate_presigned_url(
-                operation, Params=dict(params), ExpiresIn=URL_LIFETIME
-            )
-        finally:
-            self._local.presigning = False
-        signed, self._local.request = self._local.request, None
-        if signed is None:  # botocore signed elsewhere than expected: let boto3 do it
-            raise Declined(retryable=False)
-        headers = {name: _text(value) for name, value in signed.headers.items()}
-        headers.pop("Host", None)
+        made = self.signer.write_request(operation, params)
+        url, headers = made if made is not None else self._presign_write(operation, params)
         conn, target = self._connection(url)
         if conn.sock is not None and _closed_while_idle(conn.sock):
             conn.close()  # reopened before sending, since a failed write is not repeated
@@ -165,6 +155,22 @@ class QuickRequests:
             raise Declined(retryable=not isinstance(exc, ValueError)) from exc
         _require_200(resp)
         return resp
+
+    def _presign_write(self, operation: str, params: dict) -> tuple[str, dict[str, str]]:
+        """The presigned URL of a write and the headers botocore signed with it."""
+        self._local.request, self._local.presigning = None, True
+        try:
+            url = self.client.generate_presigned_url(
+                operation, Params=dict(params), ExpiresIn=URL_LIFETIME
+            )
+        finally:
+            self._local.presigning = False
+        signed, self._local.request = self._local.request, None
+        if signed is None:  # botocore signed elsewhere than expected: let boto3 do it
+            raise Declined(retryable=False)
+        headers = {name: _text(value) for name, value in signed.headers.items()}
+        headers.pop("Host", None)
+        return url, headers
 
     def _connection(self, url: str) -> tuple[Connection, str]:
         """This thread's kept-alive connection to ``url``'s server, and the request

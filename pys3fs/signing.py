@@ -1,37 +1,56 @@
-"""Presigned URLs for HEAD and LIST on one bucket, without boto3's request pipeline.
+"""Presigned URLs for HEAD, LIST, PUT and COPY on one bucket, without boto3's request
+pipeline.
 
 ``client.generate_presigned_url`` runs the whole request pipeline for every URL:
-parameter validation, serialisation, endpoint rules, a dozen events. For a HEAD that is
-most of the daemon's CPU per entry of a cold ``ls -l``, yet only two parts of the URL
-ever change: the key (quoted into the path) and, for a LIST, a few query parameters.
+parameter validation, serialisation, endpoint rules, a dozen events, then botocore's
+signer, which builds a request object and derives the signing key anew. For a HEAD that
+is most of the daemon's CPU per entry of a cold ``ls -l``, and a third of it per file
+of an untar, yet only a few parts of the URL ever change: the key (quoted into the
+path), a LIST's query parameters, a write's headers.
 
 So the client is asked once, with a presign of each operation for a probe key, what it
 resolved: the URL of the bucket (scheme, host, path-style or virtual-host addressing),
-the signature version, the signing region and name. Each request then builds a botocore
-:class:`~botocore.awsrequest.AWSRequest` on that URL and signs it with botocore's own
-query signer (:class:`~botocore.auth.S3SigV4QueryAuth`, which the presign would have
-used) and the client's current credentials, frozen per request so that refreshed ones
-are picked up. The result is the URL the presign would have made.
+the signature version, the signing region and name. Each request is then signed by
+:func:`presign_v4`, the computation of botocore's query signer
+(:class:`~botocore.auth.S3SigV4QueryAuth`, the one the presign uses) with the derived
+key kept per day, using the client's current credentials, frozen per request so that
+refreshed ones are picked up. A write's headers are serialised from the service model
+as botocore's serialiser does. The result is the URL (and headers) the presign would
+have made; tests compare the two with the clock frozen.
 
 Whatever the probe cannot vouch for (another signature version, per-request credentials
-or identity caches as for S3 Express, an endpoint that puts the key elsewhere) leaves the
-caller on ``generate_presigned_url``: :meth:`BucketSigner.head_url` returns None.
+or identity caches as for S3 Express, an endpoint that puts the key elsewhere, a
+parameter this module does not serialise) leaves the caller on
+``generate_presigned_url``: the methods of :class:`BucketSigner` return None.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import logging
 import threading
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import botocore
-from botocore.auth import S3SigV4QueryAuth
+import botocore.auth
+from botocore.auth import (
+    SIGNED_HEADERS_BLACKLIST,
+    SIGV4_TIMESTAMP,
+    UNSIGNED_PAYLOAD,
+    S3SigV4QueryAuth,
+)
 from botocore.awsrequest import AWSRequest
-from botocore.utils import percent_encode_sequence
+from botocore.utils import SAFE_CHARS, percent_encode, percent_encode_sequence
 
 log = logging.getLogger("pys3fs.signing")
 
+# the writes whose headers this module serialises (from the service model), by the
+# client method name quickreq uses
+WRITES = {"put_object": "PutObject", "copy_object": "CopyObject"}
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded; charset=utf-8"  # botocore drops it
 PROBE_KEY = "pys3fs-probe/key"  # a key with a slash: the probe shows how paths are joined
 QUERY_SIGNER = "s3v4-query"  # the signature version botocore presigns S3 with (SigV4)
 
@@ -60,6 +79,7 @@ class BucketSigner:
         self._local = threading.local()
         self._resolved: Resolved | None = None
         self._tried = False
+        self._members: dict[str, dict[str, tuple[str, str]]] = {}
         client.meta.events.register("before-sign.s3.HeadObject", self._observe)
         client.meta.events.register("before-sign.s3.ListObjectsV2", self._observe)
 
@@ -69,6 +89,20 @@ class BucketSigner:
         if resolved is None:
             return None
         return self._sign(resolved, "HEAD", resolved.key_path + quote(key, safe="/~"), {})
+
+    def write_request(self, operation: str, params: dict) -> tuple[str, dict[str, str]] | None:
+        """The presigned URL of ``put_object``/``copy_object(**params)`` and the headers
+        to send with it (the signature covers them), as the presign makes them; None
+        when only the presign can (a parameter this signer does not serialise)."""
+        resolved = self._get()
+        if resolved is None or params.get("Bucket") != self.bucket or "Key" not in params:
+            return None
+        headers = self._write_headers(WRITES[operation], params)
+        if headers is None:
+            return None
+        path = resolved.key_path + quote(params["Key"], safe="/~")
+        url = self._sign(resolved, "PUT", path, {}, headers)
+        return (url, headers) if url is not None else None
 
     def list_url(self, params: dict) -> str | None:
         """The presigned URL of ``list_objects_v2(**params)``; None when only the presign
@@ -86,22 +120,80 @@ class BucketSigner:
             query[field] = str(value)
         return self._sign(resolved, "GET", resolved.list_path, query)
 
-    def _sign(self, resolved: Resolved, method: str, path: str, query: dict) -> str | None:
-        url = resolved.origin + path
+    def _sign(
+        self,
+        resolved: Resolved,
+        method: str,
+        path: str,
+        query: dict,
+        headers: dict[str, str] | None = None,
+    ) -> str | None:
         if not resolved.signed:
-            return url + ("?" + percent_encode_sequence(query) if query else "")
+            return resolved.origin + path + ("?" + percent_encode_sequence(query) if query else "")
         credentials = self.client._request_signer._credentials
         if credentials is None:
             return None  # the presign reports that, not this
-        request = AWSRequest(method=method, url=url, headers={"host": resolved.host}, params=query)
-        auth = S3SigV4QueryAuth(
+        return presign_v4(
+            method,
+            resolved.origin,
+            path,
+            query,
+            {"host": resolved.host, **(headers or {})},
             credentials.get_frozen_credentials(),
-            resolved.signing_name,
-            resolved.region,
-            expires=self.lifetime,
+            (resolved.region, resolved.signing_name),
+            self.lifetime,
         )
-        auth.add_auth(request)
-        return request.url
+
+    def _write_headers(self, operation: str, params: dict) -> dict[str, str] | None:
+        """The headers botocore serialises ``params`` of ``operation`` into (the model's
+        header members, CopySource quoted as its handler does); None for anything
+        else."""
+        members = self._header_members(operation)
+        headers: dict[str, str] = {}
+        for name, value in params.items():
+            if name in ("Bucket", "Key"):
+                continue
+            if name == "CopySource":
+                value = _copy_source(value)
+            where = members.get(name)
+            if where is None or value is None:
+                return None
+            location, header = where
+            if location == "header" and isinstance(value, str):
+                headers[header] = value
+            elif location == "headers" and isinstance(value, dict):
+                for key, item in value.items():
+                    # botocore refuses non-ASCII metadata: the presign raises that
+                    if not (isinstance(key, str) and isinstance(item, str)):
+                        return None
+                    if not (key.isascii() and item.isascii()):
+                        return None
+                    headers[header + key] = item
+            else:
+                return None
+        names = {name.lower() for name in headers}
+        if len(names) < len(headers) or names & {"host", *SIGNED_HEADERS_BLACKLIST}:
+            return None  # repeated or unsigned header names: the presign knows
+        if headers.get("Content-Type") == FORM_CONTENT_TYPE:
+            return None
+        return headers
+
+    def _header_members(self, operation: str) -> dict[str, tuple[str, str]]:
+        """Parameter -> (location, header name or prefix) of ``operation``'s header
+        members, from the service model as botocore's serialiser takes them."""
+        found = self._members.get(operation)
+        if found is None:
+            found = self._members[operation] = self._read_members(operation)
+        return found
+
+    def _read_members(self, operation: str) -> dict[str, tuple[str, str]]:
+        model = self.client.meta.service_model.operation_model(operation)
+        return {
+            member: (shape.serialization["location"], shape.serialization["name"])
+            for member, shape in model.input_shape.members.items()
+            if shape.serialization.get("location") in ("header", "headers")
+            and (shape.type_name == "string" or shape.serialization["location"] == "headers")
+        }
 
     # -- learning what the client resolved ------------------------------------------------
     def _get(self) -> Resolved | None:
@@ -190,6 +282,84 @@ class BucketSigner:
             "signing_name": signing.get("signing_name") or kwargs.get("signing_name"),
             "headers": tuple(sorted((k.lower(), v) for k, v in request.headers.items())),
         }
+
+
+def _copy_source(source) -> str | None:
+    """CopySource as botocore's handler quotes it, for the {Bucket, Key} form only."""
+    if not isinstance(source, dict) or set(source) != {"Bucket", "Key"}:
+        return None
+    bucket, key = source["Bucket"], source["Key"]
+    if not (isinstance(bucket, str) and isinstance(key, str)) or bucket.startswith("arn:"):
+        return None
+    return percent_encode(f"{bucket}/{key}", safe=SAFE_CHARS + "/")
+
+
+@functools.lru_cache(maxsize=16)
+def signing_key(secret: str, day: str, region: str, service: str) -> bytes:
+    """SigV4's derived key: four HMACs that only change with the day, so kept."""
+    key = f"AWS4{secret}".encode()
+    for part in (day, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
+
+
+def presign_v4(
+    method: str,
+    origin: str,
+    path: str,
+    query: dict,
+    headers: dict[str, str],
+    credentials,
+    scope: tuple[str, str],
+    lifetime: int,
+) -> str:
+    """The URL :class:`~botocore.auth.S3SigV4QueryAuth` makes of a request to ``origin``
+    (scheme://host[:port]) and ``path`` (quoted) with ``query`` and ``headers``
+    (``host`` among them): the same canonical request, string to sign and signature, in a tenth of
+    the CPU (no request object, the derived key kept). ``credentials`` are frozen
+    ones; ``scope`` is (region, signing name). botocore's clock is read as its signer
+    reads it."""
+    region, service = scope
+    stamp = botocore.auth.get_current_datetime().strftime(SIGV4_TIMESTAMP)
+    day = stamp[:8]
+    credential_scope = f"{day}/{region}/{service}/aws4_request"
+    canonical = {name.lower(): " ".join(value.split()) for name, value in headers.items()}
+    names = sorted(canonical)
+    signed_headers = ";".join(names)
+    auth = {
+        "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+        "X-Amz-Credential": f"{credentials.access_key}/{credential_scope}",
+        "X-Amz-Date": stamp,
+        "X-Amz-Expires": lifetime,
+        "X-Amz-SignedHeaders": signed_headers,
+    }
+    if credentials.token is not None:
+        auth["X-Amz-Security-Token"] = credentials.token
+    query_string = percent_encode_sequence(auth)
+    if query:
+        query_string = percent_encode_sequence(query) + "&" + query_string
+    pairs = sorted(pair.partition("=")[::2] for pair in query_string.split("&"))
+    request = "\n".join(
+        [
+            method,
+            path,
+            "&".join(f"{key}={value}" for key, value in pairs),
+            "".join(f"{name}:{canonical[name]}\n" for name in names),
+            signed_headers,
+            UNSIGNED_PAYLOAD,
+        ]
+    )
+    string_to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            stamp,
+            credential_scope,
+            hashlib.sha256(request.encode()).hexdigest(),
+        ]
+    )
+    key = signing_key(credentials.secret_key, day, region, service)
+    signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    return f"{origin}{path}?{query_string}&X-Amz-Signature={signature}"
 
 
 def signed_host(origin: str) -> str:

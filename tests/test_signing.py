@@ -167,3 +167,97 @@ def test_other_signature_versions_are_left_to_the_presign():
     signer = BucketSigner(client, "bucket", 900)
     assert signer.head_url("k") is None
     assert signer.list_url({"Bucket": "bucket", "Prefix": "a"}) is None
+
+
+def presigned_write(client, operation: str, params: dict) -> tuple[str, dict[str, str]]:
+    """The presign's URL and the headers botocore signed with it."""
+    seen = {}
+
+    def take(request=None, **_kwargs):
+        seen["headers"] = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+
+    event = f"before-sign.s3.{'PutObject' if operation == 'put_object' else 'CopyObject'}"
+    client.meta.events.register(event, take)
+    try:
+        url = client.generate_presigned_url(operation, Params=dict(params), ExpiresIn=900)
+    finally:
+        client.meta.events.unregister(event, take)
+    return url, seen["headers"]
+
+
+def write_params(bucket: str, key: str) -> list[tuple[str, dict]]:
+    meta = {"mode": "33188", "uid": "0", "gid": "1000", "mtime": "1700000000.5", "x": " a  b "}
+    return [
+        ("put_object", {"Bucket": bucket, "Key": key}),
+        ("put_object", {"Bucket": bucket, "Key": key, "Metadata": meta, "ContentType": "text/x"}),
+        ("put_object", {"Bucket": bucket, "Key": key, "Metadata": {}, "IfNoneMatch": "*"}),
+        (
+            "put_object",
+            {"Bucket": bucket, "Key": key, "IfMatch": '"0a1b"', "StorageClass": "STANDARD_IA"},
+        ),
+        (
+            "copy_object",
+            {
+                "Bucket": bucket,
+                "Key": key,
+                "CopySource": {"Bucket": bucket, "Key": KEYS[2] + key},
+                "MetadataDirective": "REPLACE",
+                "Metadata": meta,
+                "ContentType": "application/x-directory",
+                "CopySourceIfMatch": '"0a1b"',
+            },
+        ),
+        (
+            "copy_object",
+            {
+                "Bucket": bucket,
+                "Key": key,
+                "CopySource": {"Bucket": bucket, "Key": key},
+                "MetadataDirective": "COPY",
+            },
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("style", "endpoint", "bucket"), CLIENTS)
+@pytest.mark.parametrize("token", [None, "session/token+="])
+def test_write_requests_are_the_presigned_ones(style, endpoint, bucket, token):
+    """PUT and COPY: the same URL, and the same headers to send with it."""
+    client = make_client(style, endpoint, token=token)
+    signer = BucketSigner(client, bucket, 900)
+    for key in KEYS:
+        for operation, params in write_params(bucket, key):
+            url, headers = presigned_write(client, operation, params)
+            ours = signer.write_request(operation, params)
+            assert ours is not None, (operation, params)
+            assert same_url(ours[0], url), (params, ours[0], url)
+            assert ours[1] == headers, params
+
+
+def test_writes_it_cannot_serialise_are_left_to_the_presign():
+    client = make_client("path", "http://127.0.0.1:9000")
+    signer = BucketSigner(client, "bucket", 900)
+    base = {"Bucket": "bucket", "Key": "k"}
+    for operation, extra in [
+        ("put_object", {"Body": b"data"}),  # not a header
+        ("put_object", {"ContentLength": 4}),  # not a string
+        ("put_object", {"Metadata": {"name": "é"}}),  # botocore refuses non-ASCII
+        ("put_object", {"Metadata": {"A": "1", "a": "2"}}),  # one header twice
+        ("put_object", {"ContentType": "application/x-www-form-urlencoded; charset=utf-8"}),
+        ("copy_object", {"CopySource": "bucket/k"}),  # the string form
+        ("copy_object", {"CopySource": {"Bucket": "bucket", "Key": "k", "VersionId": "1"}}),
+    ]:
+        assert signer.write_request(operation, {**base, **extra}) is None, extra
+    assert signer.write_request("put_object", {"Bucket": "other", "Key": "k"}) is None
+
+
+def test_the_derived_key_follows_the_day():
+    """The kept signing key is per day: a URL signed on the next day still matches."""
+    client = make_client("path", "http://127.0.0.1:9000")
+    signer = BucketSigner(client, "bucket", 900)
+    for day in (NOW, NOW + datetime.timedelta(days=1)):
+        with mock.patch("botocore.auth.get_current_datetime", return_value=day):
+            presigned = client.generate_presigned_url(
+                "head_object", Params={"Bucket": "bucket", "Key": "k"}, ExpiresIn=900
+            )
+            assert same_url(signer.head_url("k"), presigned)
