@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 
 log = logging.getLogger("pys3fs.journal")
 
+PAGE = 4096  # a write within one page of the page cache is whole or not there at all
+
 
 @dataclass
 class Record:
@@ -45,6 +47,9 @@ class Journal:
     def __init__(self, bucket_dir: str) -> None:
         self.dir = journal_dir(bucket_dir)
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        # records written with fsync, or left by an earlier mount: never rewritten in
+        # place, so that a power cut cannot tear one
+        self._synced: set[str] = set()
 
     def _path(self, name: str) -> str:
         return os.path.join(self.dir, name + ".json")
@@ -54,17 +59,40 @@ class Journal:
         directory). Without it the record is in the page cache, which outlives a killed
         daemon but not a power cut: what write-back ``close`` needs, as POSIX close
         promises no durability (fsync does). A first record is written in place (a torn
-        one can only come from a crash before the call returned); a record that replaces
-        another goes through a rename, so a crash leaves the old or the new one."""
+        one can only come from a crash before the call returned). A record that
+        replaces another goes through a rename, so a crash leaves the old or the new
+        one; except that a record never synced is replaced without sync by one write
+        of at most a page at its start (padded with blanks, which JSON ignores): a
+        killed daemon leaves the old or the new one just the same, and no new file is
+        made (creating files is what costs most in a cache directory on ext4)."""
         path = self._path(record.name)
         data = json.dumps(asdict(record)).encode()
         try:
             self._write_file(path, data, os.O_EXCL, sync)
         except FileExistsError:
-            self._write_file(path + ".tmp", data, os.O_TRUNC, sync)
-            os.replace(path + ".tmp", path)
+            if sync or record.name in self._synced or not self._overwrite(path, data):
+                self._write_file(path + ".tmp", data, os.O_TRUNC, sync)
+                os.replace(path + ".tmp", path)
         if sync:
+            self._synced.add(record.name)
             self._sync_dir()
+
+    @staticmethod
+    def _overwrite(path: str, data: bytes) -> bool:
+        """Replace the record at ``path`` by one ``pwrite`` of a page at most; False
+        when it does not fit (or the record is gone)."""
+        try:
+            fd = os.open(path, os.O_WRONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            padded = data.ljust(os.fstat(fd).st_size, b" ")
+            if len(padded) > PAGE:
+                return False
+            os.pwrite(fd, padded, 0)
+            return True
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _write_file(path: str, data: bytes, mode: int, sync: bool) -> None:
@@ -77,6 +105,7 @@ class Journal:
             os.close(fd)
 
     def remove(self, name: str, sync: bool = True) -> None:
+        self._synced.discard(name)
         try:
             os.unlink(self._path(name))
         except FileNotFoundError:
@@ -93,7 +122,9 @@ class Journal:
 
     def load(self) -> list[Record]:
         """Every readable record; a damaged one is reported and set aside, not deleted."""
-        return load_records(self.dir, quarantine=True)
+        records = load_records(self.dir, quarantine=True)
+        self._synced.update(r.name for r in records)  # maybe synced by that mount
+        return records
 
 
 def journal_dir(bucket_dir: str) -> str:
