@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+from dataclasses import dataclass
 from unittest import mock
 from urllib.parse import parse_qsl, urlsplit
 
@@ -69,11 +70,28 @@ CLIENTS = [
 ]
 
 
-@pytest.mark.parametrize(("style", "endpoint", "bucket"), CLIENTS)
-@pytest.mark.parametrize("token", [None, "session/token+="])
-def test_head_urls_are_the_presigned_ones(style, endpoint, bucket, token):
+@dataclass
+class Signing:
+    client: object
+    signer: BucketSigner
+    bucket: str
+    token: str | None
+
+
+@pytest.fixture(
+    params=[(*c, token) for c in CLIENTS for token in (None, "session/token+=")],
+    ids=lambda p: "-".join(str(x) for x in p),
+)
+def signing(request) -> Signing:
+    """A client of each addressing style and endpoint, with and without a session
+    token, and a signer on its bucket."""
+    style, endpoint, bucket, token = request.param
     client = make_client(style, endpoint, token=token)
-    signer = BucketSigner(client, bucket, 900)
+    return Signing(client, BucketSigner(client, bucket, 900), bucket, token)
+
+
+def test_head_urls_are_the_presigned_ones(signing):
+    client, signer, bucket, token = signing.client, signing.signer, signing.bucket, signing.token
     for key in KEYS:
         presigned = client.generate_presigned_url(
             "head_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=900
@@ -219,14 +237,11 @@ def write_params(bucket: str, key: str) -> list[tuple[str, dict]]:
     ]
 
 
-@pytest.mark.parametrize(("style", "endpoint", "bucket"), CLIENTS)
-@pytest.mark.parametrize("token", [None, "session/token+="])
-def test_write_requests_are_the_presigned_ones(style, endpoint, bucket, token):
+def test_write_requests_are_the_presigned_ones(signing):
     """PUT and COPY: the same URL, and the same headers to send with it."""
-    client = make_client(style, endpoint, token=token)
-    signer = BucketSigner(client, bucket, 900)
+    client, signer = signing.client, signing.signer
     for key in KEYS:
-        for operation, params in write_params(bucket, key):
+        for operation, params in write_params(signing.bucket, key):
             url, headers = presigned_write(client, operation, params)
             ours = signer.write_request(operation, params)
             assert ours is not None, (operation, params)
