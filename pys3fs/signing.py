@@ -65,6 +65,8 @@ class Resolved:
     list_path: str  # path of a bucket listing ("/bucket" or "/")
     list_query: tuple[tuple[str, str], ...]  # fixed query of a listing (list-type=2, ...)
     list_names: dict[str, str]  # ListObjectsV2 parameter -> query parameter name
+    # client method of a write -> {parameter: (location, header name or prefix)}
+    write_headers: dict[str, dict[str, tuple[str, str]]]
     signed: bool  # False for an unsigned client (public buckets)
     region: str
     signing_name: str
@@ -79,7 +81,6 @@ class BucketSigner:
         self._local = threading.local()
         self._resolved: Resolved | None = None
         self._tried = False
-        self._members: dict[str, dict[str, tuple[str, str]]] = {}
         client.meta.events.register("before-sign.s3.HeadObject", self._observe)
         client.meta.events.register("before-sign.s3.ListObjectsV2", self._observe)
 
@@ -97,7 +98,7 @@ class BucketSigner:
         resolved = self._get()
         if resolved is None or params.get("Bucket") != self.bucket or "Key" not in params:
             return None
-        headers = self._write_headers(WRITES[operation], params)
+        headers = _write_headers(resolved.write_headers[operation], params)
         if headers is None:
             return None
         path = resolved.key_path + quote(params["Key"], safe="/~")
@@ -144,57 +145,6 @@ class BucketSigner:
             self.lifetime,
         )
 
-    def _write_headers(self, operation: str, params: dict) -> dict[str, str] | None:
-        """The headers botocore serialises ``params`` of ``operation`` into (the model's
-        header members, CopySource quoted as its handler does); None for anything
-        else."""
-        members = self._header_members(operation)
-        headers: dict[str, str] = {}
-        for name, value in params.items():
-            if name in ("Bucket", "Key"):
-                continue
-            if name == "CopySource":
-                value = _copy_source(value)
-            where = members.get(name)
-            if where is None or value is None:
-                return None
-            location, header = where
-            if location == "header" and isinstance(value, str):
-                headers[header] = value
-            elif location == "headers" and isinstance(value, dict):
-                for key, item in value.items():
-                    # botocore refuses non-ASCII metadata: the presign raises that
-                    if not (isinstance(key, str) and isinstance(item, str)):
-                        return None
-                    if not (key.isascii() and item.isascii()):
-                        return None
-                    headers[header + key] = item
-            else:
-                return None
-        names = {name.lower() for name in headers}
-        if len(names) < len(headers) or names & {"host", *SIGNED_HEADERS_BLACKLIST}:
-            return None  # repeated or unsigned header names: the presign knows
-        if headers.get("Content-Type") == FORM_CONTENT_TYPE:
-            return None
-        return headers
-
-    def _header_members(self, operation: str) -> dict[str, tuple[str, str]]:
-        """Parameter -> (location, header name or prefix) of ``operation``'s header
-        members, from the service model as botocore's serialiser takes them."""
-        found = self._members.get(operation)
-        if found is None:
-            found = self._members[operation] = self._read_members(operation)
-        return found
-
-    def _read_members(self, operation: str) -> dict[str, tuple[str, str]]:
-        model = self.client.meta.service_model.operation_model(operation)
-        return {
-            member: (shape.serialization["location"], shape.serialization["name"])
-            for member, shape in model.input_shape.members.items()
-            if shape.serialization.get("location") in ("header", "headers")
-            and (shape.type_name == "string" or shape.serialization["location"] == "headers")
-        }
-
     # -- learning what the client resolved ------------------------------------------------
     def _get(self) -> Resolved | None:
         if self._tried:
@@ -232,21 +182,30 @@ class BucketSigner:
             key_path=head_url.path[: -len(tail) + 1],
             list_path=list_url.path,
             list_query=tuple(parse_qsl(list_url.query, keep_blank_values=True)),
-            list_names=self._list_query_names(),
+            list_names={
+                member: name
+                for member, (_, name) in self._members("ListObjectsV2", "querystring").items()
+            },
+            write_headers={
+                method: self._members(operation, "header", "headers")
+                for method, operation in WRITES.items()
+            },
             signed=head["version"] is not botocore.UNSIGNED,
             region=head["region"],
             signing_name=head["signing_name"],
         )
 
-    def _list_query_names(self) -> dict[str, str]:
-        """ListObjectsV2 parameters that go in the query, by their query names (from the
-        service model, as botocore's serialiser takes them)."""
-        model = self.client.meta.service_model.operation_model("ListObjectsV2")
-        return {
-            member: shape.serialization["name"]
-            for member, shape in model.input_shape.members.items()
-            if shape.serialization.get("location") == "querystring"
-        }
+    def _members(self, operation: str, *locations: str) -> dict[str, tuple[str, str]]:
+        """``operation``'s parameters serialised to ``locations`` (querystring, header,
+        headers), as (location, name) from the service model as botocore's serialiser
+        takes them; of single headers, only strings (others it formats)."""
+        model = self.client.meta.service_model.operation_model(operation)
+        found = {}
+        for member, shape in model.input_shape.members.items():
+            location = shape.serialization.get("location")
+            if location in locations and (location != "header" or shape.type_name == "string"):
+                found[member] = (location, shape.serialization["name"])
+        return found
 
     def _probe(self, operation: str, params: dict) -> dict | None:
         """What the client's signing step saw when presigning ``operation`` (no request
@@ -284,6 +243,40 @@ class BucketSigner:
         }
 
 
+def _write_headers(members: dict[str, tuple[str, str]], params: dict) -> dict[str, str] | None:
+    """The headers botocore serialises a write's ``params`` into (``members``: the
+    operation's header members, CopySource quoted as its handler does); None for
+    anything else."""
+    headers: dict[str, str] = {}
+    for name, value in params.items():
+        if name in ("Bucket", "Key"):
+            continue
+        if name == "CopySource":
+            value = _copy_source(value)
+        where = members.get(name)
+        if where is None or value is None:
+            return None
+        location, header = where
+        if location == "header" and isinstance(value, str):
+            headers[header] = value
+        elif location == "headers" and isinstance(value, dict):
+            for key, item in value.items():
+                # botocore refuses non-ASCII metadata: the presign raises that
+                if not (isinstance(key, str) and isinstance(item, str)):
+                    return None
+                if not (key.isascii() and item.isascii()):
+                    return None
+                headers[header + key] = item
+        else:
+            return None
+    names = {name.lower() for name in headers}
+    if len(names) < len(headers) or names & {"host", *SIGNED_HEADERS_BLACKLIST}:
+        return None  # repeated or unsigned header names: the presign knows
+    if headers.get("Content-Type") == FORM_CONTENT_TYPE:
+        return None
+    return headers
+
+
 def _copy_source(source) -> str | None:
     """CopySource as botocore's handler quotes it, for the {Bucket, Key} form only."""
     if not isinstance(source, dict) or set(source) != {"Bucket", "Key"}:
@@ -315,8 +308,8 @@ def presign_v4(
 ) -> str:
     """The URL :class:`~botocore.auth.S3SigV4QueryAuth` makes of a request to ``origin``
     (scheme://host[:port]) and ``path`` (quoted) with ``query`` and ``headers``
-    (``host`` among them): the same canonical request, string to sign and signature, in a tenth of
-    the CPU (no request object, the derived key kept). ``credentials`` are frozen
+    (``host`` among them): the same canonical request, string to sign and signature,
+    without a request object, and with the derived key kept. ``credentials`` are frozen
     ones; ``scope`` is (region, signing name). botocore's clock is read as its signer
     reads it."""
     region, service = scope
