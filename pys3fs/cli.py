@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import faulthandler
 import gc
 import json
 import logging
@@ -216,6 +217,12 @@ def setup_logging(opts: MountOptions, detached: bool) -> None:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(fmt))
     root.addHandler(handler)
+    # A fatal error in native code (libfuse, ctypes) ends the daemon without a Python
+    # exception; faulthandler leaves every thread's stack where the log goes.
+    if isinstance(handler, logging.FileHandler):
+        faulthandler.enable(handler.stream, all_threads=True)
+    elif not detached:
+        faulthandler.enable(sys.stderr, all_threads=True)
 
 
 def fuse_options(opts: MountOptions) -> dict:

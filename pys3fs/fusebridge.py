@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 import threading
 
 import fuse
 from fuse import FUSE, c_off_t, c_stat, fuse_file_info
+
+log = logging.getLogger("pys3fs.fusebridge")
 
 _ensure = ctypes.pythonapi.PyGILState_Ensure
 _ensure.restype = ctypes.c_int
@@ -174,7 +177,11 @@ class FastFUSE(FUSE):
 
     @staticmethod
     def _wrapper(func, *args, **kwargs):
-        _states.keep()
+        try:
+            _states.keep()
+        except Exception:  # only an optimisation; escaping, it would skip fusepy's
+            # error handling, and a read_buf answered 0 without a vector crashes libfuse
+            log.exception("cannot keep the thread state of a FUSE worker")
         return FUSE._wrapper(func, *args, **kwargs)
 
     def fgetattr(self, path, buf, fip):

@@ -277,6 +277,8 @@ def mounter(s3_server, tmp_path, request):
         os.makedirs(mp, exist_ok=True)
         cache = str(tmp_path / f"cache{len(made)}")
         opts = [f"url={server.url}", "use_path_request_style", f"use_cache={cache}", *options]
+        if not any(o.startswith("logfile=") for o in options):
+            opts.append(f"logfile={tmp_path / f'pys3fs{len(made)}.log'}")
         source = bucket + (f":{prefix}" if prefix else "")
         args = [PYS3FS, source, mp, "-o", ",".join(opts)]
         result = subprocess.run(args, capture_output=True, text=True, timeout=90, env=env)
@@ -289,6 +291,30 @@ def mounter(s3_server, tmp_path, request):
     yield make
     for fs in made:
         fs.unmount()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        show_daemon_logs(made)
+
+
+def show_daemon_logs(made: list[MountedFS]) -> None:
+    """A failed test's daemons' last log lines (a crash's stacks among them), shown in
+    its report: pytest may delete the temp dir before anyone looks."""
+    for fs in made:
+        logfile = next(a[8:] for a in fs.args[-1].split(",") if a.startswith("logfile="))
+        try:
+            with open(logfile, errors="replace") as f:
+                tail = f.readlines()[-150:]
+        except OSError:
+            continue
+        print(f"--- last lines of {logfile} ---\n{''.join(tail)}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item (``rep_call``) for fixtures' teardown."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
 
 
 @pytest.fixture
