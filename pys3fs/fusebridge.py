@@ -120,14 +120,20 @@ class ThreadStates:
                 self._free_ended()
 
     def _free_ended(self) -> None:
-        alive = {int(t) for t in os.listdir("/proc/self/task")}
-        for tid in [t for t in self._kept if t not in alive]:
+        for tid in [t for t in self._kept if not _alive(t)]:
             self._free(self._kept.pop(tid))
 
     @staticmethod
     def _free(state: int) -> None:
         _clear(state)
         _delete(state)
+
+
+def _alive(tid: int) -> bool:
+    """Whether thread ``tid`` of this process still exists, asked by name: a listing of
+    /proc/self/task stops short when a thread ends while it is read, and freeing the
+    state of a live thread that it missed brought the daemon down."""
+    return os.path.exists(f"/proc/self/task/{tid}")
 
 
 _states = ThreadStates()

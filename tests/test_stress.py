@@ -493,7 +493,7 @@ def test_bursts_of_80_concurrent_callers_leave_the_daemon_answering(s3, bucket, 
         except Exception:
             failures.append(traceback.format_exc())
 
-    for _ in range(4):
+    for _ in range(8):
         threads = [threading.Thread(target=caller, args=(k,)) for k in range(80)]
         for t in threads:
             t.start()
@@ -502,3 +502,26 @@ def test_bursts_of_80_concurrent_callers_leave_the_daemon_answering(s3, bucket, 
         time.sleep(0.2)  # idle workers beyond 10 end
     assert not failures, failures[0]
     assert sorted(os.listdir(mnt.mountpoint)) == sorted(bodies)
+
+
+def test_a_thread_is_alive_until_it_ends():
+    # pys3fs.fusebridge frees the Python state of a FUSE worker once this says it ended;
+    # a live thread reported dead had its state freed under it (a crash)
+    from pys3fs.fusebridge import _alive
+
+    release = threading.Event()
+    found: list[int] = []
+    worker = threading.Thread(
+        target=lambda: (found.append(threading.get_native_id()), release.wait())
+    )
+    worker.start()
+    while not found:
+        time.sleep(0.001)
+    assert _alive(threading.get_native_id())
+    assert _alive(found[0])
+    release.set()
+    worker.join()
+    deadline = time.monotonic() + 10
+    while _alive(found[0]) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the kernel reaps an ended thread just after join returns
+    assert not _alive(found[0])
