@@ -1,9 +1,10 @@
 """The local data cache: object bytes in sparse files, with a record of what is present.
 
-Each cached object is one sparse file plus a small JSON record (key, ETag, size, present
-ranges). Reads fetch only the ranges that are missing; the record lets a later open, or
-a later mount, reuse what is there as long as the object's ETag has not changed. Writes
-go to the same file and are tracked as dirty ranges until uploaded.
+Each cached object is one sparse file with a small JSON record (key, ETag, size, present
+ranges) in an extended attribute of it. Reads fetch only the ranges that are missing; the
+record lets a later open, or a later mount, reuse what is there as long as the object's
+ETag has not changed. Writes go to the same file and are tracked as dirty ranges until
+uploaded.
 
 Limits (``max_cache_size``, ``ensure_diskfree``) are enforced before every write into
 the cache: clean files that are not open are evicted least-recently-used first; dirty
@@ -12,6 +13,7 @@ data is never evicted; when nothing can give way the write fails with ENOSPC.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -37,6 +39,11 @@ log = logging.getLogger("pys3fs.datacache")
 # 2.6 s of system time in 1 MiB pwrites, 1.1 s in 64 KiB ones.
 CACHE_WRITE = 64 * 1024
 EVERYTHING = 1 << 63  # an end beyond any file
+# The block record lives in the cache file itself: a second file per object costs an
+# inode to create (and one to free at every rewrite), which on ext4 is the dearest thing
+# a cache directory does when many files come and go (a file system without user
+# extended attributes, or a record too big for one, gets NAME.json beside the file).
+RECORD_XATTR = "user.pys3fs.blocks"
 
 
 @dataclass
@@ -221,20 +228,15 @@ class CacheFile:
         }
         if record == self._saved:  # a small file's upload, then its release: once
             return
-        tmp = self.path + ".json.tmp"
         try:
-            with open(tmp, "w") as f:
-                json.dump(record, f)
-            os.replace(tmp, self.path + ".json")
+            write_record(self.path, self.fd, json.dumps(record).encode())
             self._saved = record
         except OSError as exc:  # only an optimisation: a full disk must not fail a close
             log.warning("cannot record cache state of %s: %s", self.key, exc)
-            _remove_quietly(tmp)
 
     def drop_record(self) -> None:
         self._saved = None
-        with _suppress_missing():
-            os.unlink(self.path + ".json")
+        drop_record(self.path, self.fd)
 
     def close(self) -> None:
         self.wait_fills()
@@ -291,8 +293,7 @@ class DataCache:
             if name.endswith((".json", ".tmp")) or name in keep:
                 continue
             try:
-                with open(path + ".json") as f:
-                    record = json.load(f)
+                record = json.loads(read_record(path))
                 cf = CacheFile(self, record["key"], name)
                 cf.etag = record["etag"]
                 cf.size = cf.remote_size = cf.remote_limit = record["size"]
@@ -522,6 +523,47 @@ class DataCache:
         log.debug("evicting %s from the cache", victim.key)
         self._delete(victim)
         return True
+
+
+def write_record(path: str, fd: int, data: bytes) -> None:
+    """Store a cache file's block record (see RECORD_XATTR); ``fd`` is -1 when closed."""
+    try:
+        os.setxattr(fd if fd >= 0 else path, RECORD_XATTR, data)
+        return
+    except OSError as exc:
+        if exc.errno not in _NO_ROOM:
+            raise
+    with contextlib.suppress(OSError):  # an older, smaller one
+        os.removexattr(fd if fd >= 0 else path, RECORD_XATTR)
+    tmp = path + ".json.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path + ".json")
+    except OSError:
+        _remove_quietly(tmp)
+        raise
+
+
+def read_record(path: str) -> bytes:
+    """A cache file's block record; OSError if it has none."""
+    try:
+        return os.getxattr(path, RECORD_XATTR)
+    except OSError as exc:
+        if exc.errno not in (errno.ENODATA, *_NO_ROOM):
+            raise
+    with open(path + ".json", "rb") as f:
+        return f.read()
+
+
+def drop_record(path: str, fd: int) -> None:
+    with contextlib.suppress(OSError):  # none there, or none possible
+        os.removexattr(fd if fd >= 0 else path, RECORD_XATTR)
+    _remove_quietly(path + ".json")
+
+
+# setxattr's answers for "no extended attributes here" and "no room for this one"
+_NO_ROOM = (errno.ENOTSUP, errno.E2BIG, errno.ENOSPC, errno.ERANGE)
 
 
 def _remove_quietly(path: str) -> None:

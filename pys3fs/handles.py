@@ -56,7 +56,7 @@ class TransferSettings:
     max_readahead: int = 64 * 1024 * 1024
     conditional_writes: bool = True
     writeback: bool = False  # close returns once the data and its journal record are local
-    writeback_delay: float = 0.5  # lets tar's utime after close join the upload
+    writeback_delay: float = 0.2  # lets tar's utime after close join the upload
 
 
 class OpenFile:

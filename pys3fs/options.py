@@ -111,7 +111,7 @@ class MountOptions:
     multipart_size: int = 16 * MiB
     max_thread_count: int = 8
     writeback: bool = False
-    writeback_delay: float = 0.5
+    writeback_delay: float = 0.2
     retries: int = 5
     connect_timeout: float = 10.0
     readwrite_timeout: float = 60.0

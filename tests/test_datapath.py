@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from pys3fs import datacache
+
 MiB = 1024 * 1024
 
 
@@ -78,6 +80,10 @@ def test_cached_blocks_serve_later_mounts_while_the_etag_is_unchanged(
     with open(first.path("f.bin"), "rb") as f:
         assert f.read() == data
     first.unmount()
+
+    # one file per cached object: its block record is in the file's extended attributes
+    (data_dir,) = {root for root, _, files in os.walk(cache) if root.endswith("/data")}
+    assert len(os.listdir(data_dir)) == 1, os.listdir(data_dir)
 
     second = mounter(bucket, f"use_cache={cache}")
     before = stats(second)
@@ -386,3 +392,24 @@ def test_truncate_after_streamed_parts_never_uploads_stale_bytes(s3, bucket, mou
         os.close(fd)
     expected = first * 2 + b"\0" * (10 * MiB) + second
     assert s3_bytes(s3, bucket, "t.bin") == expected
+
+
+def test_a_block_record_goes_beside_the_file_where_xattrs_are_not_possible(tmp_path, monkeypatch):
+    path = str(tmp_path / "cachefile")
+    open(path, "wb").close()
+    datacache.write_record(path, -1, b'{"v": 1}')
+    assert datacache.read_record(path) == b'{"v": 1}'
+    assert os.listdir(tmp_path) == ["cachefile"]
+
+    def no_xattrs(*args):
+        raise OSError(errno.ENOTSUP, "not supported")
+
+    monkeypatch.setattr(os, "setxattr", no_xattrs)
+    monkeypatch.setattr(os, "getxattr", no_xattrs)
+    datacache.write_record(path, -1, b'{"v": 2}')
+    assert sorted(os.listdir(tmp_path)) == ["cachefile", "cachefile.json"]
+    assert datacache.read_record(path) == b'{"v": 2}'
+    datacache.drop_record(path, -1)
+    assert os.listdir(tmp_path) == ["cachefile"]
+    with pytest.raises(OSError):
+        datacache.read_record(path)
