@@ -154,7 +154,7 @@ class MetaCache:
 
 
 class DeferredAttrs:
-    """Files a big listing showed but did not HEAD yet (mode and owner live in user
+    """Files a listing showed but did not HEAD yet (mode and owner live in user
     metadata, which listings lack). The first lookup of one starts the HEADs of the next
     ones in listing order, and a reader that goes on in that order (``ls -l``) keeps them
     running ahead of it, so it pays as it goes at the pool's full rate; ``ls -f`` or
@@ -201,11 +201,6 @@ class DeferredAttrs:
             if self._ahead[directory] < count // 2 and directory in self._cursor:
                 self._launch(directory, self._cursor[directory], count, submit)
             return future
-
-    def running(self, child: str) -> int:
-        """How many HEADs of ``child``'s directory are still running (``child``'s too)."""
-        with self._lock:
-            return self._ahead[child.rpartition("/")[0] or "/"]
 
     def _launch(self, directory: str, start: int, count: int, submit: Submit) -> None:
         order = self._order.get(directory, [])

@@ -29,9 +29,8 @@ from .s3client import Backend, ConflictError, ObjectInfo, Precondition, is_not_f
 log = logging.getLogger("pys3fs.namespace")
 
 DIR_CONTENT_TYPE = "application/x-directory"
-# A listing HEADs up to this many of its files at once (concurrently); beyond that, files
-# are HEADed when a lookup first asks for one of them, DEFERRED_BATCH at a time.
-EAGER_HEADS = 1000
+# A listing's files are HEADed when a lookup first asks for one of them, DEFERRED_BATCH
+# at a time from there in listing order (see DeferredAttrs).
 DEFERRED_BATCH = 256
 LEARN_BATCH = 256
 
@@ -61,6 +60,7 @@ class Namespace:
         self.deferred = DeferredAttrs()
         self._learned: list[tuple[str, int, Entry]] = []  # for the index, from deferred HEADs
         self._learned_lock = threading.Lock()
+        self._heads_running = 0  # HEADs started by _start_head and not finished
         # directories whose marker upload waits (see dirqueue); it needs the journal,
         # which a mount has unless another mount uses its cache directory
         self.dirs = PendingDirs(files) if files.journal is not None else None
@@ -209,11 +209,13 @@ class Namespace:
         return sorted(name for batch in self.scan(path) for name in batch)
 
     def scan(self, path: str) -> Iterator[list[str]]:
-        """The names of a directory in batches, one per listing page, each given once its
-        files' attributes are cached: the ``stat`` calls of ``ls -l`` on one page then
-        overlap the LIST of the next. Subdirectories, and files that a later page may
-        show as a subdirectory too (which then wins, as in lookups), come in the last
-        batch, after their markers' HEADs. Each name comes once."""
+        """The names of a directory in batches, one per listing page, given as soon as
+        the page is read. Its files' HEADs wait for the first lookup of one of them, which
+        starts those of the names after it (:class:`DeferredAttrs`): ``ls -f`` and
+        ``find -name`` cost the LIST pages only, and ``ls -l``'s stats overlap the LIST
+        of the next page. Subdirectories, and files that a later page may show as a
+        subdirectory too (which then wins, as in lookups), come in the last batch, after
+        their markers' HEADs. Each name comes once."""
         self.require_dir(path)
         prefix = self.keys.dir_prefix(path)
         # Taken before the LIST: a file whose upload completes during the LIST is then in
@@ -224,7 +226,6 @@ class Namespace:
         dirs: set[str] = set()
         files: dict[str, ObjectInfo] = {}
         given: set[str] = set()
-        headed = 0
         self.deferred.reset(path)
         for page in self.backend.list_pages(prefix):
             for sub in page.prefixes:
@@ -237,10 +238,7 @@ class Namespace:
                 if obj.key != prefix and valid_name(name) and fits(obj.key):
                     listed[name] = obj
             files.update(listed)
-            # the next page is on its way (list_pages) while these HEADs run
-            heads = self._fill_files(path, listed, EAGER_HEADS - headed)
-            headed += len(heads)
-            self._learn(heads)
+            self._fill_files(path, listed)  # the next page is on its way (list_pages)
             # "a" is settled once the listing is past "a/": keys come in byte order
             last = max([*page.prefixes, *(o.key for o in page.objects)], default=prefix)
             settled = [n for n in listed if n not in dirs and prefix + n + "/" < last]
@@ -254,11 +252,11 @@ class Namespace:
         self.cache.put_listing(path, dirs | files.keys())
         yield sorted((dirs | files.keys() | local) - given)
 
-    def _fill_files(self, path: str, listed: dict[str, ObjectInfo], eager: int) -> list[Future]:
+    def _fill_files(self, path: str, listed: dict[str, ObjectInfo]) -> None:
         """Put the files of one listing page in the attribute cache, so ``ls -l`` and
-        ``find`` that follow cost no request per entry: the metadata index answers (one
-        query per page) for objects whose (ETag, Last-Modified) it has seen; the others
-        are HEADed concurrently, the futures are returned."""
+        ``find`` that follow cost no request but one HEAD per entry: the metadata index
+        answers (one query per page) for objects whose (ETag, Last-Modified) it has
+        seen; the others are left to :class:`DeferredAttrs`."""
         children = {join(path, name): obj for name, obj in listed.items()}
         cached = self.cache.get_many(list(children))
         todo = {child: obj for child, obj in children.items() if child not in cached}
@@ -268,13 +266,11 @@ class Namespace:
         self.backend.stats.hit("index", True, len(found))
         self.backend.stats.hit("index", False, len(todo) - len(found))
         unknown = [(child, obj) for child, obj in todo.items() if child not in found]
-        eager = max(0, eager)
-        self.deferred.add(path, unknown[eager:])
-        return [self.pool.submit(self._head_file, child, obj) for child, obj in unknown[:eager]]
+        self.deferred.add(path, unknown)
 
     def _fetch_deferred(self, path: str) -> bool:
-        """Wait for ``path``'s HEAD if a big listing deferred it (see EAGER_HEADS and
-        :class:`DeferredAttrs`); False if it did not."""
+        """Wait for ``path``'s HEAD if a listing deferred it (:class:`DeferredAttrs`);
+        False if it did not."""
         future = self.deferred.start(path, DEFERRED_BATCH, self._start_head)
         if future is None:
             return False
@@ -283,17 +279,29 @@ class Namespace:
 
     def _start_head(self, child: str, listed: ObjectInfo) -> Future:
         def head_and_learn() -> None:
-            found = self._head_file(child, listed)
-            with self._learned_lock:
-                if found is not None:
-                    self._learned.append(found)
-                # the index is written in batches: one write per HEAD cost more than it
-                if len(self._learned) < LEARN_BATCH and self.deferred.running(child) > 1:
-                    return
-                learned, self._learned = self._learned, []
-            self.index.put_many(learned)
+            found = None
+            try:
+                found = self._head_file(child, listed)
+            finally:
+                learned = self._learned_batch(found)
+            if learned:
+                self.index.put_many(learned)
 
+        with self._learned_lock:
+            self._heads_running += 1
         return self.pool.submit(head_and_learn)
+
+    def _learned_batch(self, found: tuple[str, int, Entry] | None) -> list:
+        """What the index should write now: the index is written in batches (one write
+        per HEAD cost more than the HEAD), and by the last HEAD running at the latest."""
+        with self._learned_lock:
+            self._heads_running -= 1
+            if found is not None:
+                self._learned.append(found)
+            if len(self._learned) < LEARN_BATCH and self._heads_running:
+                return []
+            learned, self._learned = self._learned, []
+            return learned
 
     def _head_file(self, child: str, listed: ObjectInfo) -> tuple[str, int, Entry] | None:
         """HEAD a listed file into the attribute cache; what the index should learn."""
@@ -311,11 +319,6 @@ class Namespace:
         if not settled(info.last_modified, info.answered):
             return None  # written too recently: a rewrite may still share its date
         return info.key, modified(listed), entry
-
-    def _learn(self, heads: list[Future]) -> None:
-        """Wait for a page's HEADs; the metadata index keeps what they found."""
-        learned = [found for found in (f.result() for f in heads) if found is not None]
-        self.index.put_many(learned)
 
     def _fill_dirs(self, path: str, dirs: set[str]) -> None:
         """HEAD the subdirectories' markers. A name that is both a file and a directory
