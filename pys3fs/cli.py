@@ -18,6 +18,7 @@ import os
 import signal
 import stat
 import sys
+import threading
 import time
 
 import botocore.exceptions
@@ -26,7 +27,7 @@ from . import __version__, pending
 from .attrs import AttrPolicy, Entry
 from .cache import MetaCache
 from .credentials import CredentialsError, resolve_credentials
-from .daemon import DETACHED_ENV, StartError, notify_ready, spawn
+from .daemon import DETACHED_ENV, StartError, notify_ready, set_read_ahead, spawn
 from .datacache import CacheLimits, DataCache
 from .fs import S3Operations
 from .fusebridge import FastFUSE
@@ -300,9 +301,29 @@ def build_operations(
         keys,
         read_only=opts.read_only,
         strict_open=opts.consistency == "strict",
-        on_ready=notify_ready,
+        on_ready=lambda: ready(opts),
         on_exit=data.close,
     )
+
+
+def ready(opts: MountOptions) -> None:
+    """FUSE init: the mount is about to answer. Tune it, then tell whoever started us."""
+    if not opts.read_ahead_kb:
+        notify_ready()
+        return
+    threading.Thread(target=_tune_then_notify, args=(opts,), name="pys3fs-ready").start()
+
+
+def _tune_then_notify(opts: MountOptions) -> None:
+    """The kernel sets a mount's read-ahead from the answer to init, so it is raised
+    once the mount answers a stat (init answered)."""
+    try:
+        os.stat(opts.mountpoint)
+        set_read_ahead(opts.mountpoint, opts.read_ahead_kb)
+    except OSError as exc:
+        log.debug("read-ahead of %s left as it is: %s", opts.mountpoint, exc)
+    finally:
+        notify_ready()
 
 
 def tune_gc() -> None:

@@ -112,6 +112,7 @@ class MountOptions:
     max_thread_count: int = 8
     writeback: bool = False
     writeback_delay: float = 0.2
+    read_ahead_kb: int = 512  # the kernel's read-ahead in files of the mount; 0: its own
     retries: int = 5
     connect_timeout: float = 10.0
     readwrite_timeout: float = 60.0
@@ -297,6 +298,7 @@ _HANDLERS = {
     "parallel_count": _set("max_thread_count", lambda n, v: _int(n, v, minimum=1)),
     "writeback": _set("writeback", _flag),
     "writeback_delay": _set("writeback_delay", _float),
+    "read_ahead_kb": _set("read_ahead_kb", lambda n, v: _int(n, v, minimum=0)),
     "retries": _set("retries", lambda n, v: _int(n, v, minimum=0)),
     "connect_timeout": _set("connect_timeout", _float),
     "readwrite_timeout": _set("readwrite_timeout", _float),

@@ -430,3 +430,21 @@ def test_without_allow_other_other_users_are_locked_out(mounter, bucket, public_
     assert "Permission denied" in result.stderr
     with open(fs.path("public.txt")) as f:  # the mounting user is not affected
         assert f.read() == "for everyone\n"
+
+
+def kernel_read_ahead(mountpoint: str) -> int:
+    device = os.stat(mountpoint).st_dev
+    with open(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb") as f:
+        return int(f.read())
+
+
+@pytest.mark.parametrize("option, expected", [(None, 512), ("read_ahead_kb=1024", 1024)])
+def test_the_kernel_reads_ahead_further_in_the_mount(mounter, bucket, option, expected):
+    # a cold sequential read keeps more reads in flight than the kernel's 128 KiB allow
+    mnt = mounter(bucket, *([option] if option else []))
+    assert kernel_read_ahead(mnt.mountpoint) == expected
+
+
+def test_read_ahead_kb_0_leaves_the_kernel_its_own(mounter, bucket):
+    mnt = mounter(bucket, "read_ahead_kb=0")
+    assert kernel_read_ahead(mnt.mountpoint) == 128
