@@ -158,9 +158,14 @@ class DeferredAttrs:
     metadata, which listings lack). The first lookup of one starts the HEADs of the next
     ones in listing order, and a reader that goes on in that order (``ls -l``) keeps them
     running ahead of it, so it pays as it goes at the pool's full rate; ``ls -f`` or
-    ``find -name`` of 100,000 names pays nothing."""
+    ``find -name`` of 100,000 names pays nothing.
 
-    def __init__(self) -> None:
+    At most ``limit`` names are kept: past it, the directories listed longest ago are
+    forgotten (a lookup there then costs its own HEAD), so ``find`` over a bucket of
+    millions of objects does not keep them all."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
         self._lock = threading.RLock()  # a HEAD may be done as soon as it is started
         self._objects: dict[str, ObjectInfo] = {}
         self._order: dict[str, list[str]] = {}
@@ -184,6 +189,16 @@ class DeferredAttrs:
                 self._pos[child] = len(order)
                 order.append(child)
                 self._objects[child] = obj
+            excess = len(self._objects) - self.limit
+            victims = []
+            for listed, names in self._order.items():  # listed longest ago first
+                if excess <= 0:
+                    break
+                if listed != directory:  # one huge directory is kept whole
+                    victims.append(listed)
+                    excess -= len(names)
+            for listed in victims:
+                self.reset(listed)
 
     def start(self, child: str, count: int, submit: Submit) -> Future | None:
         """The HEAD of ``child`` (None if it is neither deferred nor running): the one
@@ -196,15 +211,16 @@ class DeferredAttrs:
             if future is None:
                 if child not in self._objects:
                     return None
-                self._launch(directory, self._pos[child], count, submit)
-                return self._running.get(child)
+                # (its HEAD may be done, and gone from _running, before _launch returns)
+                return self._launch(directory, self._pos[child], count, submit)
             if self._ahead[directory] < count // 2 and directory in self._cursor:
                 self._launch(directory, self._cursor[directory], count, submit)
             return future
 
-    def _launch(self, directory: str, start: int, count: int, submit: Submit) -> None:
+    def _launch(self, directory: str, start: int, count: int, submit: Submit) -> Future | None:
+        """Start up to ``count`` HEADs from ``start`` on; the first one's future."""
         order = self._order.get(directory, [])
-        pos, launched = start, 0
+        pos, launched, first = start, 0, None
         while pos < len(order) and launched < count:
             child = order[pos]
             pos += 1
@@ -212,11 +228,13 @@ class DeferredAttrs:
             if obj is None:
                 continue  # handed out before
             future = submit(child, obj)
+            first = first or future
             self._running[child] = future
             self._ahead[directory] += 1
             launched += 1
             future.add_done_callback(lambda _, c=child, d=directory: self._done(c, d))
         self._cursor[directory] = pos
+        return first
 
     def _done(self, child: str, directory: str) -> None:
         with self._lock:

@@ -7,12 +7,14 @@ import os
 import stat
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from pys3fs.cache import DeferredAttrs
 from pys3fs.metaindex import SETTLE, settled
+from pys3fs.s3client import ObjectInfo
 
 
 def requests(mnt) -> dict[str, int]:
@@ -201,3 +203,29 @@ def test_a_huge_listing_heads_files_only_when_asked(s3, bucket, mounter):
     assert all(r[0] == "-rw-r-----" and r[2:4] == ["1234", "2345"] for r in rows)
     assert sorted(int(r[4]) for r in rows) == list(range(count))
     assert requests(mnt).get("HEAD", 0) - base == count  # each file once
+
+
+def test_deferred_heads_keep_a_bounded_number_of_names():
+    deferred = DeferredAttrs(limit=5)
+
+    def listed(directory: str, count: int) -> list[tuple[str, ObjectInfo]]:
+        return [
+            (f"{directory}/f{i}", ObjectInfo(f"{directory}/f{i}", 0, None, None))
+            for i in range(count)
+        ]
+
+    started: list[str] = []
+
+    def submit(child, obj):
+        started.append(child)
+        future: Future = Future()
+        future.set_result(None)
+        return future
+
+    deferred.add("/a", listed("/a", 3))
+    deferred.add("/b", listed("/b", 3))  # over the limit: /a, listed first, is forgotten
+    assert deferred.start("/a/f0", 10, submit) is None
+    assert deferred.start("/b/f0", 10, submit) is not None
+    deferred.add("/c", listed("/c", 8))  # one directory over the limit is kept whole
+    assert deferred.start("/c/f7", 1, submit) is not None
+    assert started == ["/b/f0", "/b/f1", "/b/f2", "/c/f7"]
