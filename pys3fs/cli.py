@@ -79,6 +79,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 # -- checks --------------------------------------------------------------------------------
 def check_mountpoint(path: str) -> None:
     try:
+        os.statvfs(path)  # a dead FUSE mount says so here; its stat may come from a cache
         st = os.stat(path)
     except FileNotFoundError:
         raise StartupError(f"mountpoint {path} does not exist") from None
@@ -311,7 +312,9 @@ def ready(opts: MountOptions) -> None:
     if not opts.read_ahead_kb:
         notify_ready()
         return
-    threading.Thread(target=_tune_then_notify, args=(opts,), name="pys3fs-ready").start()
+    threading.Thread(
+        target=_tune_then_notify, args=(opts,), name="pys3fs-ready", daemon=True
+    ).start()
 
 
 def _tune_then_notify(opts: MountOptions) -> None:
