@@ -487,13 +487,13 @@ def test_data_of_a_failed_upload_reaches_s3_at_the_next_mount(
     cache = tmp_path / "kept-cache"
     mnt = via_proxy(bucket, "retries=0", f"use_cache={cache}")
     data = os.urandom(150_000)
-    fd = os.open(mnt.path("survivor.bin"), os.O_CREAT | os.O_WRONLY, 0o640)
+    fds = [os.open(mnt.path("survivor.bin"), os.O_CREAT | os.O_WRONLY, 0o640)]
     try:
         proxy.cut_off()
-        os.write(fd, data)
-        fails_with_eio(os.close, fd)
+        os.write(fds[0], data)
+        close_failing(fds, 0)  # (closing it again could close another thread's file)
     finally:
-        close_quietly([fd])
+        close_quietly(fds)
     mnt.unmount()  # the unmount's last try fails too: the data stays journaled
     assert not _exists(s3, bucket, "survivor.bin")
     proxy.restore()
