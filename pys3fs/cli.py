@@ -319,10 +319,9 @@ def ready(opts: MountOptions) -> None:
 
 def _tune_then_notify(opts: MountOptions) -> None:
     """The kernel sets a mount's read-ahead from the answer to init, so it is raised
-    once the mount answers a stat (init answered)."""
+    once the mount answers a stat (init answered), which also names its device."""
     try:
-        os.stat(opts.mountpoint)
-        set_read_ahead(opts.mountpoint, opts.read_ahead_kb)
+        set_read_ahead(os.stat(opts.mountpoint).st_dev, opts.read_ahead_kb)
     except OSError as exc:
         log.debug("read-ahead of %s left as it is: %s", opts.mountpoint, exc)
     finally:

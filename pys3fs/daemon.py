@@ -9,9 +9,7 @@ early errors are shown to whoever ran ``pys3fs`` or ``mount``.
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 import select
 import subprocess
 import sys
@@ -130,44 +128,15 @@ def notify_ready() -> None:
         os.close(devnull)
 
 
-def set_read_ahead(mountpoint: str, kb: int) -> None:
-    """Let the kernel read ahead ``kb`` KiB in the mount's files (its sysfs knob; root
-    only, otherwise left as it is). The kernel reads ahead 128 KiB in a FUSE file, which
-    libfuse 2 cannot raise: a cold sequential read then keeps one or two 128 KiB reads
-    in flight. 512 KiB made a cold 1 GiB read about 7% faster on Ceph RGW here; 2 MiB
-    and more were slower (reads then arrive too far out of order)."""
-    device = mount_device(mountpoint)
-    if device is None:
-        return
-    try:
-        with open(f"/sys/class/bdi/{device}/read_ahead_kb", "w") as knob:
-            knob.write(str(kb))
-    except OSError as exc:
-        logging.getLogger("pys3fs").debug("read-ahead of %s left as it is: %s", mountpoint, exc)
-
-
-def mount_device(mountpoint: str) -> str | None:
-    """The MAJOR:MINOR of the FUSE mount on ``mountpoint`` (its latest), from mountinfo.
-    The mount point itself is not looked at: that works even before FUSE init is
-    answered (a stat would wait for it)."""
-    head, name = os.path.split(os.path.abspath(mountpoint))
-    target = os.path.join(os.path.realpath(head), name)
-    found = None
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                fields = line.split()
-                fstype = fields[fields.index("-") + 1] if "-" in fields else ""
-                if fstype.startswith("fuse") and _unescape(fields[4]) == target:
-                    found = fields[2]
-    except (OSError, IndexError):
-        return None
-    return found
-
-
-def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash in paths as octal escapes."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+def set_read_ahead(device: int, kb: int) -> None:
+    """Let the kernel read ahead ``kb`` KiB in the files of the mount on ``device`` (its
+    sysfs knob: OSError unless root). The kernel reads ahead 128 KiB in a FUSE file,
+    which libfuse 2 cannot raise: a cold sequential read then keeps one or two 128 KiB
+    reads in flight. 512 KiB made a cold 1 GiB read about 7% faster on Ceph RGW here;
+    2 MiB and more were slower (reads then arrive too far out of order)."""
+    bdi = f"{os.major(device)}:{os.minor(device)}"
+    with open(f"/sys/class/bdi/{bdi}/read_ahead_kb", "w") as knob:
+        knob.write(str(kb))
 
 
 def unmount(mountpoint: str) -> None:

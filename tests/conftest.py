@@ -250,6 +250,7 @@ class MountedFS:
     bucket: str
     server: S3Server
     args: list[str]
+    logfile: str
     pids: list[int] = field(default_factory=list)
 
     def path(self, *parts: str) -> str:
@@ -277,14 +278,16 @@ def mounter(s3_server, tmp_path, request):
         os.makedirs(mp, exist_ok=True)
         cache = str(tmp_path / f"cache{len(made)}")
         opts = [f"url={server.url}", "use_path_request_style", f"use_cache={cache}", *options]
-        if not any(o.startswith("logfile=") for o in options):
-            opts.append(f"logfile={tmp_path / f'pys3fs{len(made)}.log'}")
+        given = [o.removeprefix("logfile=") for o in options if o.startswith("logfile=")]
+        logfile = given[-1] if given else str(tmp_path / f"pys3fs{len(made)}.log")
+        if not given:
+            opts.append(f"logfile={logfile}")
         source = bucket + (f":{prefix}" if prefix else "")
         args = [PYS3FS, source, mp, "-o", ",".join(opts)]
         result = subprocess.run(args, capture_output=True, text=True, timeout=90, env=env)
         if result.returncode != 0:
             raise RuntimeError(f"mount failed: {result.stderr.strip()}")
-        fs = MountedFS(mp, bucket, server, args, daemon_pids(mp))
+        fs = MountedFS(mp, bucket, server, args, logfile, daemon_pids(mp))
         made.append(fs)
         return fs
 
@@ -300,13 +303,12 @@ def show_daemon_logs(made: list[MountedFS]) -> None:
     """A failed test's daemons' last log lines (a crash's stacks among them), shown in
     its report: pytest may delete the temp dir before anyone looks."""
     for fs in made:
-        logfile = next(a[8:] for a in fs.args[-1].split(",") if a.startswith("logfile="))
         try:
-            with open(logfile, errors="replace") as f:
+            with open(fs.logfile, errors="replace") as f:
                 tail = f.readlines()[-150:]
         except OSError:
             continue
-        print(f"--- last lines of {logfile} ---\n{''.join(tail)}")
+        print(f"--- last lines of {fs.logfile} ---\n{''.join(tail)}")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
