@@ -452,11 +452,13 @@ class Backend:
         the retries left after a retryable failure)."""
         if not self._quick.enabled:
             return None, self.client
-        self.stats.count(kind)
         try:
-            return attempt(), None
+            answer = attempt()
         except Declined as declined:
+            # boto3 counts the request when it asks again: a retried request counts once
             return None, self._client_after(declined, kind)
+        self.stats.count(kind)
+        return answer, None
 
     def _client_after(self, declined: Declined, what: str):
         """The client that makes a request again after a quick attempt: with the retries
@@ -466,6 +468,7 @@ class Backend:
             return self.client
         if self.settings.retries == 0:
             log.debug("%s failed, no retries left", what)
+            self.stats.count(what)
             raise FuseOSError(errno.EIO)
         return self._retry_client()
 

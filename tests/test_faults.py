@@ -23,7 +23,7 @@ from dataclasses import replace
 
 import pytest
 from s3proxy import DELAY, ERROR_500, ERROR_503, LOST, RESET, SILENCE, S3Proxy
-from test_dirs import fsync_dir
+from test_dirs import fsync_dir, requests
 from test_files import read_file, write_file
 from test_writeback import kill_daemon
 
@@ -161,6 +161,19 @@ def test_retries_is_the_number_of_retries(s3, bucket, proxy, via_proxy, retries)
     s3.put_object(Bucket=bucket, Key="f", Body=b"f")
     mnt = via_proxy(bucket, f"retries={retries}")
     assert_attempts(proxy, "HEAD", retries + 1, os.stat, mnt.path("f"))
+
+
+def test_a_retried_request_counts_once_in_the_stats(s3, bucket, proxy, via_proxy):
+    # The first attempt of a HEAD goes without boto3 (pys3fs.quickreq), the retry through
+    # boto3: the request counters say what was asked, not how often it was tried.
+    s3.put_object(Bucket=bucket, Key="f", Body=b"f")
+    mnt = via_proxy(bucket, "retries=2")
+    before = requests(mnt).get("HEAD", 0)
+    proxy.inject(1.0, [ERROR_503], methods=["HEAD"], limit=1)
+    attempts = proxy.total["HEAD"]
+    assert os.stat(mnt.path("f")).st_size == 1
+    assert proxy.total["HEAD"] - attempts == 2
+    assert requests(mnt)["HEAD"] - before == 1
 
 
 def test_a_connection_the_server_closed_while_idle_is_no_failure(s3, bucket, proxy, via_proxy):
