@@ -1,7 +1,7 @@
 """fusepy's FUSE class, made cheaper per call where ``ls -l`` and ``find`` spend their time.
 
 Every FUSE request costs one ctypes callback; ``ls -l`` of 10,000 names costs 10,000 of
-them, and their fixed cost, not S3, is what a warm listing waits for. Three changes:
+them, and their fixed cost, not S3, is what a warm listing waits for. The changes:
 
 - libfuse's worker threads keep their Python thread state between callbacks. ctypes
   otherwise creates one at the start of every callback and destroys it at the end,
@@ -9,6 +9,7 @@ them, and their fixed cost, not S3, is what a warm listing waits for. Three chan
 - ``getattr`` fills the kernel's stat buffer directly from the known fields.
 - ``readdir`` receives the kernel's directory offset and numbers each name, so a
   listing is handed out page by page (see :mod:`pys3fs.dirstream`).
+- ``write`` lends the operation libfuse's buffer (a memoryview) instead of a copy.
 - ``read`` is libfuse's ``read_buf``: the answer names the cache file's descriptor and
   offset, and libfuse moves the bytes to the kernel itself (spliced, with
   ``splice_write``), without the GIL. fusepy's ``read`` made a bytes object of every
@@ -189,6 +190,17 @@ class FastFUSE(FUSE):
             # error handling, and a read_buf answered 0 without a vector crashes libfuse
             log.exception("cannot keep the thread state of a FUSE worker")
         return FUSE._wrapper(func, *args, **kwargs)
+
+    def write(self, path, buf, size, offset, fip):
+        """The written bytes are lent to the operation, not copied into a bytes object:
+        it stores them in the cache file before it returns (libfuse reuses the buffer
+        after), and a 128 KiB copy per call held the GIL for a sixth of a big write."""
+        data = memoryview(b"")
+        if size:
+            data = memoryview((ctypes.c_char * size).from_address(ctypes.addressof(buf.contents)))
+        return self.operations(
+            "write", self._decode_optional_path(path), data.cast("B"), offset, fip.contents.fh
+        )
 
     def fgetattr(self, path, buf, fip):
         fh = fip.contents.fh if fip else None
