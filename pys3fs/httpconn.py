@@ -54,9 +54,9 @@ class Connection:
     ) -> Response:
         """Send one request and read its answer. Header values are sent as given; a value
         HTTP cannot carry is a ValueError before anything is sent."""
-        data = self._encode(method, target, headers or {}, body)
+        data = self.encode(method, target, headers or {}, body)
         if self.sock is None:
-            self._open()
+            self.connect()
         try:
             self.sock.sendall(data)
             return self._read(method)
@@ -71,7 +71,7 @@ class Connection:
             finally:
                 self.sock, self._buf = None, b""
 
-    def _encode(self, method: str, target: str, headers: dict[str, str], body: bytes) -> bytes:
+    def encode(self, method: str, target: str, headers: dict[str, str], body: bytes) -> bytes:
         # as http.client sends them (identity: no compressed answer to unpack)
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
         lines.append("Accept-Encoding: identity")
@@ -85,7 +85,7 @@ class Connection:
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")  # UnicodeError: ValueError
         return head + body
 
-    def _open(self) -> None:
+    def connect(self) -> None:
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.https:
@@ -158,6 +158,18 @@ class Connection:
         while chunk := self.sock.recv(READ_SIZE):
             parts.append(chunk)
         return b"".join(parts)
+
+
+def split_head_answer(buf: bytes) -> tuple[int, list[tuple[str, str]], bool, bytes] | None:
+    """The answer to a HEAD at the start of ``buf``: status, headers, whether the server
+    closes the connection after it, and the bytes that follow; None while incomplete."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buf) > HEAD_MAX:
+            raise HTTPError("answer head too long")
+        return None
+    status, headers, close = _parse_head(buf[:end])
+    return status, headers, close, buf[end + 4 :]
 
 
 def _parse_head(head: bytes) -> tuple[int, list[tuple[str, str]], bool]:

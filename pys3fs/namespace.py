@@ -278,18 +278,28 @@ class Namespace:
         return True
 
     def _start_head(self, child: str, listed: ObjectInfo) -> Future:
-        def head_and_learn() -> None:
+        """The HEAD of a listed file, made alongside many others (Backend.head_soon);
+        the future is done once the attribute cache holds the answer."""
+        done: Future = Future()
+
+        def arrived(answer: Future) -> None:
             found = None
             try:
-                found = self._head_file(child, listed)
+                found = self._took_head(child, listed, answer.result())
+            except Exception as exc:  # a later lookup of this name retries and reports
+                log.debug("HEAD %s failed during listing: %s", listed.key, exc)
             finally:
                 learned = self._learned_batch(found)
-            if learned:
-                self.index.put_many(learned)
+                try:
+                    if learned:
+                        self.index.put_many(learned)
+                finally:
+                    done.set_result(None)
 
         with self._learned_lock:
             self._heads_running += 1
-        return self.pool.submit(head_and_learn)
+        self.backend.head_soon(listed.key, self.pool).add_done_callback(arrived)
+        return done
 
     def _learned_batch(self, found: tuple[str, int, Entry] | None) -> list:
         """What the index should write now: the index is written in batches (one write
@@ -303,13 +313,10 @@ class Namespace:
             learned, self._learned = self._learned, []
             return learned
 
-    def _head_file(self, child: str, listed: ObjectInfo) -> tuple[str, int, Entry] | None:
-        """HEAD a listed file into the attribute cache; what the index should learn."""
-        try:
-            info = self.backend.head(listed.key)
-        except Exception as exc:  # a later lookup of this name retries and reports
-            log.debug("HEAD %s failed during listing: %s", listed.key, exc)
-            return None
+    def _took_head(
+        self, child: str, listed: ObjectInfo, info: ObjectInfo | None
+    ) -> tuple[str, int, Entry] | None:
+        """A listed file's HEAD into the attribute cache; what the index should learn."""
         if info is None:
             return None  # deleted since the listing: lookup decides
         entry = entry_from_object(info)

@@ -77,10 +77,7 @@ class QuickRequests:
         """The response headers (names in lower case), None for a 404; raises
         :class:`Declined` for anything else."""
         resp = self._fetch("HEAD", "head_object", {"Bucket": self.bucket, "Key": key})
-        if resp.status == 404:
-            return None
-        _require_200(resp)
-        return {name.lower(): value for name, value in resp.headers}
+        return head_answer(resp.status, resp.headers)
 
     def list(self, params: dict) -> bytes:
         """The body of a 200 answer to ``list_objects_v2(**params)``; raises
@@ -102,7 +99,7 @@ class QuickRequests:
                 # the server closed a connection idle here: once more, anew
                 return conn.request(method, target)
         except (OSError, HTTPError) as exc:
-            self._failed(conn, exc)
+            self.failed(conn, exc)
             log.debug("quick %s %s failed (%s): boto3 asks again", method, params, exc)
             raise Declined(retryable=True) from exc
 
@@ -149,7 +146,7 @@ class QuickRequests:
         try:
             resp = conn.request("PUT", target, headers, body)
         except (OSError, HTTPError, ValueError) as exc:
-            self._failed(conn, exc)
+            self.failed(conn, exc)
             log.debug("quick %s %s failed (%s): boto3 tries again", operation, params["Key"], exc)
             # a header value HTTP cannot carry is boto3's to send (or refuse)
             raise Declined(retryable=not isinstance(exc, ValueError)) from exc
@@ -172,28 +169,29 @@ class QuickRequests:
         headers.pop("Host", None)
         return url, headers
 
+    def head_target(self, key: str) -> tuple[str, str]:
+        """The origin (scheme, host, port) and request target of a HEAD of ``key``."""
+        return _split_url(self._url("head_object", {"Bucket": self.bucket, "Key": key}))
+
+    def new_connection(self, origin: str) -> Connection:
+        """A connection to ``origin`` (opened at its first request)."""
+        parts = urlsplit(origin)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return Connection(parts.scheme, parts.hostname, port, signed_host(origin), self.timeout)
+
     def _connection(self, url: str) -> tuple[Connection, str]:
         """This thread's kept-alive connection to ``url``'s server, and the request
         target (path and query)."""
-        start = url.index("://") + 3
-        ends = [i for i in (url.find("/", start), url.find("?", start)) if i >= 0]
-        cut = min(ends, default=len(url))
-        origin, target = url[:cut], url[cut:]
-        if not target.startswith("/"):
-            target = "/" + target
+        origin, target = _split_url(url)
         conns = getattr(self._local, "conns", None)
         if conns is None:
             conns = self._local.conns = {}
         conn = conns.get(origin)
         if conn is None:
-            parts = urlsplit(origin)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            host = signed_host(origin)
-            conn = Connection(parts.scheme, parts.hostname, port, host, self.timeout)
-            conns[origin] = conn
+            conn = conns[origin] = self.new_connection(origin)
         return conn, target
 
-    def _failed(self, conn: Connection, exc: Exception) -> None:
+    def failed(self, conn: Connection, exc: Exception) -> None:
         """A request that got no answer: its connection is dropped, and a TLS failure
         (botocore's CA bundle differs from ours) leaves all requests to boto3."""
         conn.close()
@@ -202,10 +200,32 @@ class QuickRequests:
             self.enabled = False
 
 
+def _split_url(url: str) -> tuple[str, str]:
+    """A URL's origin and its request target (path and query)."""
+    start = url.index("://") + 3
+    ends = [i for i in (url.find("/", start), url.find("?", start)) if i >= 0]
+    cut = min(ends, default=len(url))
+    origin, target = url[:cut], url[cut:]
+    return origin, target if target.startswith("/") else "/" + target
+
+
+def head_answer(status: int, headers: list[tuple[str, str]]) -> dict[str, str] | None:
+    """A HEAD's headers (names in lower case), None for a 404; :class:`Declined` for
+    anything else."""
+    if status == 404:
+        return None
+    _require_status(status)
+    return {name.lower(): value for name, value in headers}
+
+
 def _require_200(resp: Response) -> None:
+    _require_status(resp.status)
+
+
+def _require_status(status: int) -> None:
     """Anything but a 200 is boto3's to make again: with retries for a 5xx or 429."""
-    if resp.status != 200:
-        raise Declined(retryable=resp.status >= 500 or resp.status == 429)
+    if status != 200:
+        raise Declined(retryable=status >= 500 or status == 429)
 
 
 def _text(value) -> str:

@@ -13,7 +13,7 @@ import io
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -32,6 +32,7 @@ from botocore.config import Config
 from fuse import FuseOSError
 
 from .credentials import Credentials
+from .headloop import HeadLoop
 from .quickreq import PUT_MAX, Declined, QuickRequests, http_date, object_fields
 from .stats import RequestStats
 
@@ -297,6 +298,21 @@ def make_client(settings: ClientSettings):
     return client
 
 
+def _head_info(key: str, headers: dict[str, str] | None) -> ObjectInfo | None:
+    if headers is None:
+        return None
+    fields = object_fields(headers)
+    return ObjectInfo(key=key, **fields | {"etag": norm_etag(fields["etag"])})
+
+
+def _settle(future: Future, call: Callable, *args) -> None:
+    """Complete ``future`` with what ``call(*args)`` returns or raises."""
+    try:
+        future.set_result(call(*args))
+    except Exception as exc:
+        future.set_exception(exc)
+
+
 class Backend:
     """Object operations on one bucket; all methods are safe to call from many threads."""
 
@@ -312,6 +328,7 @@ class Backend:
         self._quick = QuickRequests(
             self.client, self.bucket, settings.connect_timeout, settings.read_timeout
         )
+        self._heads = HeadLoop(self._quick, settings.max_pool)
         self._listing = threading.local()  # the body of this thread's last listing page
         self.client.meta.events.register("before-parse.s3.ListObjectsV2", self._take_listing)
         self.transfer_config = TransferConfig(
@@ -326,10 +343,34 @@ class Backend:
         """HEAD one key; None only for a 404, any other failure raises."""
         headers, client = self._try_quick("HEAD", lambda: self._quick.head(key))
         if client is None:
-            if headers is None:
-                return None
-            fields = object_fields(headers)
-            return ObjectInfo(key=key, **fields | {"etag": norm_etag(fields["etag"])})
+            return _head_info(key, headers)
+        return self._head_boto(client, key)
+
+    def head_soon(self, key: str, pool: ThreadPoolExecutor) -> Future:
+        """:meth:`head` as a future, made by the HEAD loop (:mod:`pys3fs.headloop`)
+        alongside many others; what the loop declines, boto3 asks on ``pool``."""
+        if not self._quick.enabled:
+            return pool.submit(self.head, key)
+        answer: Future = Future()
+
+        def arrived(quick: Future) -> None:
+            declined = quick.exception()
+            if isinstance(declined, Declined):
+                try:
+                    pool.submit(_settle, answer, self._head_declined, key, declined)
+                except RuntimeError as exc:  # the pool is shut down: unmounting
+                    answer.set_exception(exc)
+                return
+            self.stats.count("HEAD")
+            _settle(answer, _head_info, key, quick.result())
+
+        self._heads.submit(key).add_done_callback(arrived)
+        return answer
+
+    def _head_declined(self, key: str, declined: Declined) -> ObjectInfo | None:
+        return self._head_boto(self._client_after(declined, "HEAD"), key)
+
+    def _head_boto(self, client, key: str) -> ObjectInfo | None:
         try:
             resp = client.head_object(Bucket=self.bucket, Key=key)
         except botocore.exceptions.ClientError as exc:

@@ -296,6 +296,27 @@ def signing_key(secret: str, day: str, region: str, service: str) -> bytes:
     return key
 
 
+@functools.lru_cache(maxsize=8)
+def _auth_query(
+    access_key: str, token: str | None, scope: str, stamp: str, lifetime: int, signed: str
+) -> tuple[str, str]:
+    """The X-Amz-* query of a presigned URL, and its canonical (sorted) form: the same
+    for every request of one second, and a HEAD has no other query (kept: a listing's
+    ``ls -l`` signs thousands of HEADs a second)."""
+    auth = {
+        "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+        "X-Amz-Credential": f"{access_key}/{scope}",
+        "X-Amz-Date": stamp,
+        "X-Amz-Expires": lifetime,
+        "X-Amz-SignedHeaders": signed,
+    }
+    if token is not None:
+        auth["X-Amz-Security-Token"] = token
+    query_string = percent_encode_sequence(auth)
+    pairs = sorted(pair.partition("=")[::2] for pair in query_string.split("&"))
+    return query_string, "&".join(f"{key}={value}" for key, value in pairs)
+
+
 def presign_v4(
     method: str,
     origin: str,
@@ -319,24 +340,18 @@ def presign_v4(
     canonical = {name.lower(): " ".join(value.split()) for name, value in headers.items()}
     names = sorted(canonical)
     signed_headers = ";".join(names)
-    auth = {
-        "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
-        "X-Amz-Credential": f"{credentials.access_key}/{credential_scope}",
-        "X-Amz-Date": stamp,
-        "X-Amz-Expires": lifetime,
-        "X-Amz-SignedHeaders": signed_headers,
-    }
-    if credentials.token is not None:
-        auth["X-Amz-Security-Token"] = credentials.token
-    query_string = percent_encode_sequence(auth)
+    query_string, canonical_query = _auth_query(
+        credentials.access_key, credentials.token, credential_scope, stamp, lifetime, signed_headers
+    )
     if query:
         query_string = percent_encode_sequence(query) + "&" + query_string
-    pairs = sorted(pair.partition("=")[::2] for pair in query_string.split("&"))
+        pairs = sorted(pair.partition("=")[::2] for pair in query_string.split("&"))
+        canonical_query = "&".join(f"{key}={value}" for key, value in pairs)
     request = "\n".join(
         [
             method,
             path,
-            "&".join(f"{key}={value}" for key, value in pairs),
+            canonical_query,
             "".join(f"{name}:{canonical[name]}\n" for name in names),
             signed_headers,
             UNSIGNED_PAYLOAD,
