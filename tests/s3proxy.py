@@ -21,6 +21,7 @@ import http.client
 import random
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -51,7 +52,13 @@ class S3Proxy:
     ``seed`` makes the choice of faulted requests repeatable in one test run (threads
     still interleave as they like, so only the share of faults is repeatable)."""
 
-    def __init__(self, target: str, seed: int = 0, unquoted_if_match: bool = False) -> None:
+    def __init__(
+        self,
+        target: str,
+        seed: int = 0,
+        unquoted_if_match: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         parts = urlsplit(target)
         # Answer a PUT whose If-Match ETag is quoted with 412 after a moment, as Ceph RGW
         # does (it only matches the bare ETag).
@@ -74,9 +81,10 @@ class S3Proxy:
         self.idle_timeout: float | None = None
         self._cut = False
         self._stopping = threading.Event()
+        self.tls = tls  # clients then speak HTTPS to the proxy (it forwards plain HTTP)
         self.server = self._listen(0)
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
 
     # -- what to do ----------------------------------------------------------------------
     def inject(
@@ -154,6 +162,8 @@ class S3Proxy:
     def _listen(self, port: int) -> ThreadingHTTPServer:
         server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         server.daemon_threads = True
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         return server
 
     def _serve(self) -> None:

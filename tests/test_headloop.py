@@ -5,6 +5,9 @@ every file they HEAD (test_listing_attrs, test_faults)."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
+import ssl
 import time
 from dataclasses import replace
 
@@ -89,3 +92,62 @@ def test_closing_declines_what_is_left(s3, bucket, proxy, loop):
         future.result(30)
     with pytest.raises(Declined):
         loop.submit("f").result(30)
+
+
+def self_signed(directory) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key (PEM files), its own issuer."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_heads_over_tls(s3, s3_server, bucket, tmp_path, monkeypatch):
+    # An https endpoint (as AWS is): the loop reads TLS records off non-blocking sockets.
+    cert, key = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", cert)  # trusted by the connections' default context
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    proxy = S3Proxy(s3_server.url, tls=context).start()
+    for i in range(20):
+        s3.put_object(Bucket=bucket, Key=f"f{i}", Body=b"x" * i)
+    client = replace(s3_server, url=proxy.url).client()
+    quick = QuickRequests(client, bucket, 2.0, 2.0)
+    loop = HeadLoop(quick, connections=4)
+    try:
+        futures = [loop.submit(f"f{i}") for i in range(20)]
+        assert [f.result(30)["content-length"] for f in futures] == [str(i) for i in range(20)]
+        assert loop.submit("nothing").result(30) is None
+        assert quick.enabled  # no TLS failure made the mount give up its quick requests
+        assert proxy.total["HEAD"] == 21
+    finally:
+        loop.close()
+        proxy.stop()
