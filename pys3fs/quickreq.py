@@ -242,11 +242,10 @@ def _closed_while_idle(sock) -> bool:
 
 def object_fields(headers: dict[str, str]) -> dict:
     """What :class:`~pys3fs.s3client.ObjectInfo` needs, from HEAD response headers."""
-    modified = headers.get("last-modified")
     return {
         "size": int(headers.get("content-length") or 0),
         "etag": headers.get("etag"),
-        "last_modified": parsedate_to_datetime(modified) if modified else None,
+        "last_modified": http_date(headers.get("last-modified")),  # unreadable: as absent
         "metadata": {k[len(META) :]: v for k, v in headers.items() if k.startswith(META)},
         "content_type": headers.get("content-type"),
         "answered": http_date(headers.get("date")),

@@ -15,7 +15,7 @@ import pytest
 from s3proxy import ERROR_500, SILENCE, S3Proxy
 
 from pys3fs.headloop import HeadLoop
-from pys3fs.quickreq import Declined, QuickRequests, head_answer
+from pys3fs.quickreq import Declined, QuickRequests, head_answer, object_fields
 
 
 @pytest.fixture
@@ -81,6 +81,13 @@ def test_answers_are_read_by_status():
         with pytest.raises(Declined) as info:
             head_answer(status, [])
         assert info.value.retryable is retryable, status
+
+
+def test_an_unreadable_last_modified_reads_as_absent():
+    fields = object_fields({"content-length": "3", "last-modified": "yesterday-ish"})
+    assert fields["size"] == 3 and fields["last_modified"] is None
+    fields = object_fields({"last-modified": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    assert fields["last_modified"].timestamp() == 1445412480
 
 
 def test_closing_declines_what_is_left(s3, bucket, proxy, loop):
