@@ -181,16 +181,16 @@ class HeadLoop:
             return
         try:
             chunk = sock.recv(READ_SIZE)
-            while isinstance(sock, ssl.SSLSocket) and sock.pending():
-                chunk += sock.recv(READ_SIZE)
         except (BlockingIOError, ssl.SSLWantReadError):
-            return
+            return  # (TLS: a record that carried no data, such as a session ticket)
         except OSError as exc:
             self._broken(slot, exc)
             return
         if not chunk:
             self._broken(slot, HTTPError("connection closed by the server"))
             return
+        if isinstance(sock, ssl.SSLSocket):
+            chunk += _decrypted_rest(sock)
         job = slot.job
         if job is None:  # nothing comes unasked: the server is closing an idle connection
             self._drop(slot)
@@ -233,7 +233,7 @@ class HeadLoop:
     def _fail(self, slot: _Slot, job: _Job, exc: Exception) -> None:
         log.debug("HEAD %s failed (%s): boto3 asks again", job.key, exc)
         self._drop(slot)
-        if slot.conn is not None:
+        if slot.conn is not None and not isinstance(exc, ssl.SSLWantWriteError):
             self.quick.failed(slot.conn, exc)  # a TLS failure leaves all to boto3
         job.future.set_exception(Declined(retryable=isinstance(exc, (OSError, HTTPError))))
 
@@ -250,3 +250,16 @@ class HeadLoop:
                 self._selector.unregister(slot.conn.sock)
             slot.conn.close()
         slot.buf, slot.answered, slot.job = b"", 0, None
+
+
+def _decrypted_rest(sock: ssl.SSLSocket) -> bytes:
+    """What TLS decrypted beyond one ``recv``: the selector does not see it (it is no
+    longer in the socket), so it is read now. An error shows at the next ``recv``."""
+    parts = []
+    with contextlib.suppress(OSError):  # (the SSL "want" errors included)
+        while sock.pending():
+            more = sock.recv(READ_SIZE)
+            if not more:
+                break
+            parts.append(more)
+    return b"".join(parts)
