@@ -36,8 +36,9 @@ NEAR = 2 * 1024 * 1024  # the kernel's read-ahead may hand in reads a little out
 STREAM_READ = 1024 * 1024
 PIECE_DIV = 4  # read-ahead GETs in flight once the window is full
 PIECE_MAX = 32 * 1024 * 1024
-RANDOM_TRIGGER = 16  # random reads of one open file before all of it is fetched: a few
-# seeks (a member pulled out of a big archive) do not download the whole object
+RANDOM_TRIGGER = 4  # random reads of one open file before all of it is fetched: the
+# three seeks that pull one member out of a zip archive (its end, its directory, the
+# member) do not download the whole object; each random read before costs a GET wait
 WHOLE_MAX = 1024 * 1024 * 1024  # ... if it is no bigger than this (and the cache allows)
 
 

@@ -189,6 +189,21 @@ def test_random_reads_fetch_the_whole_object_in_the_background(s3, bucket, mount
         os.close(fd)
 
 
+def test_a_few_seeks_do_not_fetch_the_whole_object(s3, bucket, mounter, tmp_path):
+    # Pulling one member out of a zip archive: its end, its directory, the member.
+    data = put_random(s3, bucket, "archive.zip", 32 * MiB)
+    cache = str(tmp_path / "c")
+    mnt = mounter(bucket, f"use_cache={cache}")
+    fd = os.open(mnt.path("archive.zip"), os.O_RDONLY)
+    try:
+        for off in (len(data) - 4096, 12 * MiB, 24 * MiB):
+            assert os.pread(fd, 4096, off) == data[off : off + 4096]
+        time.sleep(1)  # (a background fetch would be well under way by now)
+        assert cache_usage(cache) < 8 * MiB  # three reads (and read-ahead), not 32 MiB
+    finally:
+        os.close(fd)
+
+
 def test_no_whole_object_fetch_beyond_what_the_cache_limit_allows(s3, bucket, mounter, tmp_path):
     data = os.urandom(64 * MiB)
     s3.put_object(Bucket=bucket, Key="big.bin", Body=data)
