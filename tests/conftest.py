@@ -320,6 +320,19 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
+def proxy(s3_server):
+    """A fault-injecting proxy in front of the server (tests/s3proxy.py)."""
+    from s3proxy import S3Proxy
+
+    proxy = S3Proxy(s3_server.url, seed=20240601).start()
+    try:
+        yield proxy
+    finally:
+        proxy.clear()
+        proxy.stop()
+
+
+@pytest.fixture
 def mnt(bucket, mounter) -> MountedFS:
     """The bucket mounted with default options."""
     return mounter(bucket)

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
-from s3proxy import DELAY, ERROR_500, ERROR_503, LOST, RESET, SILENCE, S3Proxy
+from s3proxy import DELAY, ERROR_500, ERROR_503, LOST, RESET, SILENCE
 from test_dirs import fsync_dir, requests
 from test_files import read_file, write_file
 from test_writeback import kill_daemon
@@ -30,15 +30,6 @@ from test_writeback import kill_daemon
 MiB = 1024 * 1024
 # Short timeouts keep "silence" and "cut off" quick; a test never asserts a duration.
 QUICK = ("connect_timeout=1", "readwrite_timeout=2")
-
-
-@pytest.fixture
-def proxy(s3_server):
-    proxy = S3Proxy(s3_server.url, seed=20240601).start()
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
 
 
 @pytest.fixture

@@ -19,16 +19,6 @@ from pys3fs.quickreq import Declined, QuickRequests, head_answer, object_fields
 
 
 @pytest.fixture
-def proxy(s3_server):
-    proxy = S3Proxy(s3_server.url, seed=7).start()
-    try:
-        yield proxy
-    finally:
-        proxy.clear()
-        proxy.stop()
-
-
-@pytest.fixture
 def loop(proxy, s3_server, bucket):
     """A HEAD loop of 4 connections to the bucket, through the proxy."""
     server = replace(s3_server, url=proxy.url)
