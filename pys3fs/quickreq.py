@@ -83,7 +83,7 @@ class QuickRequests:
         """The body of a 200 answer to ``list_objects_v2(**params)``; raises
         :class:`Declined` for anything else."""
         resp = self._fetch("GET", "list_objects_v2", params)
-        _require_200(resp)
+        _require_status(resp.status)
         return resp.body
 
     def _fetch(self, method: str, operation: str, params: dict) -> Response:
@@ -150,7 +150,7 @@ class QuickRequests:
             log.debug("quick %s %s failed (%s): boto3 tries again", operation, params["Key"], exc)
             # a header value HTTP cannot carry is boto3's to send (or refuse)
             raise Declined(retryable=not isinstance(exc, ValueError)) from exc
-        _require_200(resp)
+        _require_status(resp.status)
         return resp
 
     def _presign_write(self, operation: str, params: dict) -> tuple[str, dict[str, str]]:
@@ -216,10 +216,6 @@ def head_answer(status: int, headers: list[tuple[str, str]]) -> dict[str, str] |
         return None
     _require_status(status)
     return {name.lower(): value for name, value in headers}
-
-
-def _require_200(resp: Response) -> None:
-    _require_status(resp.status)
 
 
 def _require_status(status: int) -> None:

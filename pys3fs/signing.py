@@ -313,8 +313,13 @@ def _auth_query(
     if token is not None:
         auth["X-Amz-Security-Token"] = token
     query_string = percent_encode_sequence(auth)
+    return query_string, _canonical_query(query_string)
+
+
+def _canonical_query(query_string: str) -> str:
+    """SigV4's canonical query: the encoded pairs sorted by name, then value."""
     pairs = sorted(pair.partition("=")[::2] for pair in query_string.split("&"))
-    return query_string, "&".join(f"{key}={value}" for key, value in pairs)
+    return "&".join(f"{key}={value}" for key, value in pairs)
 
 
 def presign_v4(
@@ -345,8 +350,7 @@ def presign_v4(
     )
     if query:
         query_string = percent_encode_sequence(query) + "&" + query_string
-        pairs = sorted(pair.partition("=")[::2] for pair in query_string.split("&"))
-        canonical_query = "&".join(f"{key}={value}" for key, value in pairs)
+        canonical_query = _canonical_query(query_string)
     request = "\n".join(
         [
             method,

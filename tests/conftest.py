@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import boto3
 import pytest
 from botocore.config import Config
+from s3proxy import S3Proxy
 
 ACCESS_KEY = "pys3fs-test-access"
 SECRET_KEY = "pys3fs-test-secret-do-not-log"
@@ -322,8 +323,6 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture
 def proxy(s3_server):
     """A fault-injecting proxy in front of the server (tests/s3proxy.py)."""
-    from s3proxy import S3Proxy
-
     proxy = S3Proxy(s3_server.url, seed=20240601).start()
     try:
         yield proxy
