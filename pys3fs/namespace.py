@@ -82,10 +82,12 @@ class Namespace:
         self.keys.key(path)  # ENAMETOOLONG before any "not found"
         if self.cache.is_missing(path) or self.cache.listed_absent(path):
             raise FuseOSError(errno.ENOENT)
-        if self._fetch_deferred(path):
-            entry = self.cache.get(path)
-            if entry is not None:
-                return entry
+        # The cache is read again even if no HEAD was waited for: one that a listing
+        # deferred may have finished since the read above (and left DeferredAttrs).
+        self._fetch_deferred(path)
+        entry = self.cache.get(path)
+        if entry is not None:
+            return entry
         entry = self._fetch(path)
         if entry is None:
             self.cache.put_missing(path)
@@ -268,14 +270,11 @@ class Namespace:
         unknown = [(child, obj) for child, obj in todo.items() if child not in found]
         self.deferred.add(path, unknown)
 
-    def _fetch_deferred(self, path: str) -> bool:
-        """Wait for ``path``'s HEAD if a listing deferred it (:class:`DeferredAttrs`);
-        False if it did not."""
+    def _fetch_deferred(self, path: str) -> None:
+        """Wait for ``path``'s HEAD if a listing deferred it (:class:`DeferredAttrs`)."""
         future = self.deferred.start(path, DEFERRED_BATCH, self._start_head)
-        if future is None:
-            return False
-        future.result()
-        return True
+        if future is not None:
+            future.result()
 
     def _start_head(self, child: str, listed: ObjectInfo) -> Future:
         """The HEAD of a listed file, made alongside many others (Backend.head_soon);
