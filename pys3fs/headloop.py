@@ -41,14 +41,16 @@ class _Job:
 class _Slot:
     """One connection and the request it waits for the answer to."""
 
-    __slots__ = ("conn", "buf", "job", "deadline", "answered")
+    __slots__ = ("conn", "buf", "job", "target", "deadline", "answered", "opening")
 
     def __init__(self) -> None:
         self.conn: Connection | None = None  # made at the first request
         self.buf = b""
         self.job: _Job | None = None
+        self.target = ""  # the job's request target, while its connection is opened
         self.deadline = 0.0
         self.answered = 0  # answers read on this connection since it was opened
+        self.opening = False  # a thread of its own is connecting it
 
 
 class HeadLoop:
@@ -68,6 +70,8 @@ class HeadLoop:
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._slots: list[_Slot] = []
+        self._opened: collections.deque[tuple[_Slot, Connection, Exception | None]]
+        self._opened = collections.deque()  # connections made since the loop last looked
 
     def submit(self, key: str) -> Future:
         """A future of the HEAD's headers (names in lower case), None for a 404; it
@@ -109,6 +113,7 @@ class HeadLoop:
                         self._drain_wake()
                     else:
                         self._readable(key.data)
+                self._take_opened()
                 self._expire()
         except Exception:  # never leave a caller waiting on a loop that died
             log.exception("HEAD loop failed; HEADs go through boto3")
@@ -117,6 +122,10 @@ class HeadLoop:
                 self._stopping = True
                 left = list(self._queue)
                 self._queue.clear()
+                opened = list(self._opened)
+                self._opened.clear()
+            for _, conn, _ in opened:
+                conn.close()
             left += [s.job for s in self._slots if s.job is not None]
             for slot in self._slots:
                 self._drop(slot)
@@ -142,7 +151,7 @@ class HeadLoop:
 
     def _idle_slot(self) -> _Slot | None:
         """An idle connection, an open one first; a new one while under the limit."""
-        idle = [s for s in self._slots if s.job is None]
+        idle = [s for s in self._slots if s.job is None and not s.opening]
         for slot in idle:
             if slot.conn is not None and slot.conn.sock is not None:
                 return slot
@@ -157,23 +166,67 @@ class HeadLoop:
         try:
             origin, target = self.quick.head_target(job.key)
             if slot.conn is None or slot.conn.sock is None:
-                slot.conn = self.quick.new_connection(origin)
-                self._connect(slot)
-            request = slot.conn.encode("HEAD", target, {}, b"")
-            sent = slot.conn.sock.send(request)  # a few hundred bytes: whole, or broken
-            if sent != len(request):
-                raise HTTPError("request not sent whole")
+                self._open(slot, job, origin, target)
+                return
+            self._write(slot, job, target)
         except Exception as exc:  # (signing included: this request only, not the loop)
             self._fail(slot, job, exc)
-            return
+
+    def _write(self, slot: _Slot, job: _Job, target: str) -> None:
+        request = slot.conn.encode("HEAD", target, {}, b"")
+        sent = slot.conn.sock.send(request)  # a few hundred bytes: whole, or broken
+        if sent != len(request):
+            raise HTTPError("request not sent whole")
         slot.job = job
         slot.deadline = time.monotonic() + self.quick.timeout
 
-    def _connect(self, slot: _Slot) -> None:
-        slot.conn.connect()  # blocking, with the timeout (a TLS handshake too)
-        slot.conn.sock.setblocking(False)
-        slot.buf, slot.answered = b"", 0
-        self._selector.register(slot.conn.sock, selectors.EVENT_READ, slot)
+    def _open(self, slot: _Slot, job: _Job, origin: str, target: str) -> None:
+        """Connect ``slot`` on a thread of its own, then send ``job``: a name lookup, a
+        connect or a TLS handshake (one or more round trips, and CPU) must not hold up
+        the answers on the other connections. The job may time out meanwhile; the
+        connection is kept all the same."""
+        conn = self.quick.new_connection(origin)
+        slot.job, slot.target, slot.opening = job, target, True
+        slot.deadline = time.monotonic() + 2 * self.quick.timeout  # connect, then answer
+
+        def connect() -> None:
+            error = None
+            try:
+                conn.connect()  # blocking, with the timeout (the TLS handshake too)
+            except Exception as exc:
+                error = exc
+            with self._lock:
+                if self._stopping:
+                    conn.close()
+                    return
+                self._opened.append((slot, conn, error))
+            self._wake()
+
+        threading.Thread(target=connect, name="pys3fs-heads-connect", daemon=True).start()
+
+    def _take_opened(self) -> None:
+        """Put the connections made since the last look to work."""
+        while True:
+            with self._lock:
+                if not self._opened:
+                    return
+                slot, conn, error = self._opened.popleft()
+            slot.opening, slot.conn, job = False, conn, slot.job
+            if error is not None:
+                if job is not None:
+                    self._fail(slot, job, error)
+                else:
+                    self.quick.failed(conn, error)
+                continue
+            conn.sock.setblocking(False)
+            slot.buf, slot.answered = b"", 0
+            self._selector.register(conn.sock, selectors.EVENT_READ, slot)
+            if job is not None:
+                slot.job = None
+                try:
+                    self._write(slot, job, slot.target)
+                except Exception as exc:
+                    self._fail(slot, job, exc)
 
     def _readable(self, slot: _Slot) -> None:
         sock = slot.conn.sock if slot.conn is not None else None

@@ -82,6 +82,8 @@ class S3Proxy:
         self._cut = False
         self._stopping = threading.Event()
         self.tls = tls  # clients then speak HTTPS to the proxy (it forwards plain HTTP)
+        self._accepting = threading.Event()  # cleared: new connections wait to be accepted
+        self._accepting.set()
         self.server = self._listen(0)
         self.port = self.server.server_address[1]
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
@@ -115,6 +117,13 @@ class S3Proxy:
             self._cut = True
         if refuse:
             self._close_listener()
+
+    def hold_connections(self) -> None:
+        """New connections wait to be accepted (over TLS, their handshake waits too)."""
+        self._accepting.clear()
+
+    def release_connections(self) -> None:
+        self._accepting.set()
 
     def restore(self) -> None:
         """The server is back, on the same port."""
@@ -160,7 +169,14 @@ class S3Proxy:
 
     # -- serving -------------------------------------------------------------------------
     def _listen(self, port: int) -> ThreadingHTTPServer:
-        server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
+        accepting = self._accepting
+
+        class Server(ThreadingHTTPServer):
+            def get_request(self):
+                accepting.wait()
+                return super().get_request()
+
+        server = Server(("127.0.0.1", port), _handler(self))
         server.daemon_threads = True
         if self.tls is not None:
             server.socket = self.tls.wrap_socket(server.socket, server_side=True)
@@ -182,6 +198,7 @@ class S3Proxy:
     def stop(self) -> None:
         """Stop serving; silenced requests end too (their connections are closed)."""
         self._stopping.set()
+        self._accepting.set()
         self._close_listener()
 
     def forward(self, method: str, path: str, headers, body: bytes | None):

@@ -12,9 +12,10 @@ import time
 from dataclasses import replace
 
 import pytest
-from s3proxy import ERROR_500, SILENCE, S3Proxy
+from s3proxy import DELAY, ERROR_500, SILENCE, S3Proxy
 
 from pys3fs.headloop import HeadLoop
+from pys3fs.httpconn import tls_context
 from pys3fs.quickreq import Declined, QuickRequests, head_answer, object_fields
 
 
@@ -127,13 +128,24 @@ def self_signed(directory) -> tuple[str, str]:
     return str(cert_path), str(key_path)
 
 
-def test_heads_over_tls(s3, s3_server, bucket, tmp_path, monkeypatch):
-    # An https endpoint (as AWS is): the loop reads TLS records off non-blocking sockets.
+@pytest.fixture
+def tls_proxy(s3_server, tmp_path, monkeypatch):
+    """The proxy speaking HTTPS with a self-signed certificate that the loop's
+    connections trust."""
     cert, key = self_signed(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", cert)  # trusted by the connections' default context
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     proxy = S3Proxy(s3_server.url, tls=context).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+def test_heads_over_tls(s3, s3_server, bucket, tls_proxy):
+    # An https endpoint (as AWS is): the loop reads TLS records off non-blocking sockets.
+    proxy = tls_proxy
     for i in range(20):
         s3.put_object(Bucket=bucket, Key=f"f{i}", Body=b"x" * i)
     client = replace(s3_server, url=proxy.url).client()
@@ -147,4 +159,39 @@ def test_heads_over_tls(s3, s3_server, bucket, tmp_path, monkeypatch):
         assert proxy.total["HEAD"] == 21
     finally:
         loop.close()
-        proxy.stop()
+
+
+def test_a_slow_new_connection_holds_up_no_other_head(s3, s3_server, bucket, tls_proxy):
+    # Connecting (name lookup, TLS handshake) takes round trips; the answers that arrive
+    # on open connections meanwhile are read all the same.
+    for i in range(4):
+        s3.put_object(Bucket=bucket, Key=f"f{i}", Body=b"x" * i)
+    client = replace(s3_server, url=tls_proxy.url).client()
+    loop = HeadLoop(QuickRequests(client, bucket, 20.0, 20.0), connections=2)
+    try:
+        assert loop.submit("f0").result(30)["content-length"] == "0"  # one connection open
+        tls_proxy.inject(1.0, [DELAY], methods=["HEAD"], delay=0.5, limit=1)
+        tls_proxy.hold_connections()  # the second connection's handshake waits
+        first, second, third = (loop.submit(f"f{i}") for i in (1, 2, 3))
+        # first is on the open connection (delayed), second waits for a new one, third
+        # goes out on the open connection once first's answer is in
+        assert first.result(10)["content-length"] == "1"
+        assert third.result(10)["content-length"] == "3"
+        assert not second.done()
+        tls_proxy.release_connections()
+        assert second.result(30)["content-length"] == "2"
+    finally:
+        tls_proxy.release_connections()
+        loop.close()
+
+
+def test_the_tls_context_is_made_once_per_ca_setting(tmp_path, monkeypatch):
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    system = tls_context()
+    assert tls_context() is system  # not built again for every connection
+    cert, _ = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    trusted = tls_context()
+    assert trusted is not system and tls_context() is trusted
+    subjects = [c["subject"] for c in trusted.get_ca_certs()]
+    assert ((("commonName", "127.0.0.1"),),) in subjects
