@@ -131,9 +131,12 @@ class BucketSigner:
     ) -> str | None:
         if not resolved.signed:
             return resolved.origin + path + ("?" + percent_encode_sequence(query) if query else "")
-        credentials = self.client._request_signer._credentials
-        if credentials is None:
-            return None  # the presign reports that, not this
+        # botocore keeps the client's (refreshing) credentials here and has no public
+        # accessor; should that change, every URL is presigned by botocore instead
+        signer = getattr(self.client, "_request_signer", None)
+        credentials = getattr(signer, "_credentials", None)
+        if credentials is None or not hasattr(credentials, "get_frozen_credentials"):
+            return None  # (no credentials: the presign reports that, not this)
         return presign_v4(
             method,
             resolved.origin,

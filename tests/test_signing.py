@@ -187,6 +187,16 @@ def test_other_signature_versions_are_left_to_the_presign():
     assert signer.list_url({"Bucket": "bucket", "Prefix": "a"}) is None
 
 
+def test_credentials_botocore_no_longer_keeps_where_expected_leave_it_to_the_presign():
+    # signing reads the client's credentials where botocore keeps them (no public
+    # accessor); a botocore that keeps them elsewhere must not break requests
+    client = make_client("path", "http://127.0.0.1:9000")
+    signer = BucketSigner(client, "bucket", 900)
+    assert signer.head_url("k") is not None
+    del client._request_signer._credentials
+    assert signer.head_url("k") is None
+
+
 def presigned_write(client, operation: str, params: dict) -> tuple[str, dict[str, str]]:
     """The presign's URL and the headers botocore signed with it."""
     seen = {}
