@@ -24,6 +24,8 @@ from .stats import INVALIDATE_XATTR, PENDING_XATTR, STATS_XATTR
 
 log = logging.getLogger("pys3fs.fs")
 
+FALLOC_FL_KEEP_SIZE = 1  # <linux/falloc.h>
+
 READ_ONLY_OPS = {
     "getattr",
     "readdir",
@@ -274,6 +276,19 @@ class S3Operations(Operations):
                 self.files.flush(fh)
         finally:
             self.files.release(fh)
+
+    def fallocate(self, path, mode, offset, length, fh):
+        """Space cannot be reserved in S3, and a file's unwritten bytes read as zeros
+        anyway: plain fallocate only extends the size, as s3fs-fuse does, and with
+        FALLOC_FL_KEEP_SIZE it does nothing. Punching or zeroing holes is EOPNOTSUPP."""
+        if mode & ~FALLOC_FL_KEEP_SIZE:
+            raise FuseOSError(errno.EOPNOTSUPP)
+        if offset < 0 or length <= 0:
+            raise FuseOSError(errno.EINVAL)
+        of, _ = self.files.get(fh)
+        if not mode and offset + length > of.size():
+            of.truncate(offset + length)
+        return 0
 
     def flush(self, path, fh):
         try:

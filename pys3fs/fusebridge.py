@@ -16,6 +16,7 @@ them, and their fixed cost, not S3, is what a warm listing waits for. The change
   128 KiB and copied it twice more; on a cold 1 GiB read those copies were a large
   part of the daemon's CPU. fusepy's table of operations ends before ``read_buf``, so
   the mount is made with a longer one (libfuse 2.9's full ``struct fuse_operations``).
+- ``fallocate``, which fusepy does not offer either, is passed on from the same table.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ class fuse_bufvec(ctypes.Structure):  # noqa: N801
 
 
 class fuse_operations_29(ctypes.Structure):  # noqa: N801
-    """fusepy's table plus the members libfuse 2.9 has after ``ioctl``; of these only
-    ``read_buf`` is filled in. (fusepy walks ``_fields_``, so the list is whole here.)"""
+    """fusepy's table plus the members libfuse 2.9 has after ``ioctl``; of these
+    ``read_buf`` and ``fallocate`` are filled in. (fusepy walks ``_fields_``, so the
+    list is whole here.)"""
 
     _fields_ = [
         *fuse.fuse_operations._fields_,
@@ -89,7 +91,17 @@ class fuse_operations_29(ctypes.Structure):  # noqa: N801
             ),
         ),
         ("flock", ctypes.c_void_p),
-        ("fallocate", ctypes.c_void_p),
+        (
+            "fallocate",
+            ctypes.CFUNCTYPE(
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_int,
+                c_off_t,
+                c_off_t,
+                ctypes.POINTER(fuse_file_info),
+            ),
+        ),
     ]
 
 
@@ -181,6 +193,12 @@ class FastFUSE(FUSE):
             )
         bufp[0] = ctypes.cast(address, ctypes.POINTER(fuse_bufvec))
         return 0
+
+    def fallocate(self, path, mode, offset, length, fip):
+        fh = fip.contents.fh if fip else None
+        return self.operations(
+            "fallocate", self._decode_optional_path(path), mode, offset, length, fh
+        )
 
     @staticmethod
     def _wrapper(func, *args, **kwargs):

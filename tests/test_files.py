@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import random
@@ -264,6 +265,42 @@ def test_ftruncate_on_open_fd(mnt, s3, bucket):
         f.write(b"abcdef")
         f.truncate(3)
     assert s3_bytes(s3, bucket, "ft2.bin") == b"abc"
+
+
+def test_fallocate_extends_or_keeps_the_size_and_refuses_holes(mnt, s3, bucket, run):
+    path = mnt.path("fa.bin")
+    with open(path, "wb") as f:
+        f.write(b"abc")
+    run("fallocate", "-l", str(MiB), path)  # fallocate(2), mode 0: the size grows
+    assert os.stat(path).st_size == MiB
+    assert s3_bytes(s3, bucket, "fa.bin") == b"abc" + bytes(MiB - 3)
+    run("fallocate", "-n", "-l", str(4 * MiB), path)  # FALLOC_FL_KEEP_SIZE: nothing to do
+    run("fallocate", "-l", "1000", path)  # inside the file: nothing to do
+    assert os.stat(path).st_size == MiB
+    for hole in (["-p"], ["-z"], ["-c"]):  # punch, zero, collapse a range
+        failed = run("fallocate", *hole, "-o", "0", "-l", "4096", path, check=False)
+        assert failed.returncode != 0 and "supported" in failed.stderr  # EOPNOTSUPP
+    assert read_file(path) == b"abc" + bytes(MiB - 3)
+    with open(mnt.path("posix.bin"), "wb") as f:  # glibc's posix_fallocate, as databases use
+        os.posix_fallocate(f.fileno(), 0, 2 * MiB)
+        assert os.fstat(f.fileno()).st_size == 2 * MiB
+    assert s3.head_object(Bucket=bucket, Key="posix.bin")["ContentLength"] == 2 * MiB
+
+
+def test_locks_hold_between_processes_of_one_host(mnt):
+    path = mnt.path("locked")
+    with open(path, "wb") as f:
+        f.write(b"x")
+    first, second = os.open(path, os.O_RDWR), os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(first, fcntl.LOCK_EX)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(second, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(first, fcntl.LOCK_UN)
+        fcntl.flock(second, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(first)
+        os.close(second)
 
 
 # ---------------------------------------------------------------------- durability
