@@ -35,7 +35,7 @@ from .handles import FileTable, Owner, TransferSettings
 from .journal import Journal, journal_dir, load_records
 from .metaindex import MetaIndex
 from .namespace import Namespace
-from .options import MountOptions, OptionError, build_options
+from .options import S3FS_COVERED, MountOptions, OptionError, build_options
 from .paths import PATH_ENCODING, KeyMap
 from .recovery import recover
 from .s3client import Backend, ClientSettings, error_code, make_client
@@ -347,6 +347,8 @@ def run_foreground(opts: MountOptions, settings: ClientSettings) -> int:
     if detached:
         os.chdir("/")
     log.info("mounting %s on %s", opts.bucket, opts.mountpoint)
+    for name in opts.covered:
+        log.info("s3fs-fuse option %s: nothing to do (%s)", name, S3FS_COVERED[name])
     # libfuse's teardown puts SIGPIPE back to SIG_DFL before destroy() uploads what is
     # pending: a write to a closed socket or stderr pipe would then kill us mid-upload.
     # Blocked, such a write fails with EPIPE like anywhere else in Python.

@@ -20,6 +20,37 @@ class OptionError(ValueError):
 
 
 # mount(8) words that only matter to mount(8) itself.
+# s3fs-fuse options whose effect pys3fs has anyway, or which tune machinery of s3fs-fuse
+# that pys3fs does not have: accepted (and named in the log at mount), so that an fstab
+# line written for s3fs-fuse mounts unchanged.
+S3FS_COVERED = {
+    "enable_noobj_cache": "names found missing are cached anyway",
+    "complement_stat": "objects without metadata get default modes anyway",
+    "compat_dir": "directories without a marker object are shown anyway",
+    "notsup_compat_dir": "directories without a marker object are shown all the same",
+    "sigv4": "requests are signed with SigV4 anyway",
+    "listobjectsv2": "listings use ListObjectsV2 anyway",
+    "multireq_max": "HEADs run concurrently with their own limit",
+    "max_dirty_data": "big files go to S3 in parts while they are written anyway",
+    "instance_name": "log lines carry the process id",
+    "curldbg": "no curl here; -d logs each request's outcome",
+}
+# s3fs-fuse options that would change what reaches S3 and that pys3fs cannot honour:
+# refused by name rather than as unknown
+S3FS_UNSUPPORTED = {
+    "nocopyapi": "renames and metadata changes need the server's CopyObject",
+    "norenameapi": "renames need the server's CopyObject",
+    "nomultipart": "big files are uploaded in parts",
+    "sigv2": "only SigV4 signing is supported",
+    "use_sse": "server-side encryption headers are not sent",
+    "requester_pays": "requester-pays buckets are not supported",
+    "no_check_certificate": "TLS certificates are always checked",
+    "ssl_verify_hostname": "TLS host names are always checked",
+    "use_xattr": "extended attributes are not stored",
+    "enable_content_md5": "uploads carry no Content-MD5 header",
+    "del_cache": "the cache directory holds the upload journal; remove it by hand when unmounted",
+}
+
 MOUNT_WORDS = {"_netdev", "auto", "noauto", "user", "nouser", "users", "nofail", "defaults"}
 
 # Generic FUSE / kernel options handed to libfuse unchanged.
@@ -121,6 +152,7 @@ class MountOptions:
     debug: bool = False
     single_thread: bool = False
     fuse_options: dict[str, str | bool] = field(default_factory=dict)
+    covered: list[str] = field(default_factory=list)  # s3fs-fuse options with nothing to do
 
     @property
     def endpoint_url(self) -> str | None:
@@ -203,6 +235,10 @@ def apply_option(opts: MountOptions, name: str, value: str | None) -> None:
         handler(opts, name, value)
     elif name in MOUNT_WORDS or name.startswith("x-") or name == "comment":
         return
+    elif name in S3FS_COVERED:
+        opts.covered.append(name)
+    elif name in S3FS_UNSUPPORTED:
+        raise OptionError(f"s3fs-fuse option {name} is not supported: {S3FS_UNSUPPORTED[name]}")
     elif name in FUSE_FLAGS:
         if value is not None:
             raise OptionError(f"option {name} takes no value")
@@ -242,6 +278,13 @@ def _set_storage_class(opts: MountOptions, name: str, value: str | None) -> None
     if cls not in allowed:
         raise OptionError(f"option storage_class: unknown class {value!r}")
     opts.storage_class = cls
+
+
+def _set_acl(opts: MountOptions, name: str, value: str | None) -> None:
+    """Objects are written without an ACL header: private, s3fs-fuse's default (and the
+    only ACL a bucket with ACLs disabled, AWS's default since 2023, takes)."""
+    if _text(name, value) != "private":
+        raise OptionError(f"option default_acl: only private is supported, got {value!r}")
 
 
 def _set_rrs(opts: MountOptions, name: str, value: str | None) -> None:
@@ -288,6 +331,7 @@ _HANDLERS = {
     "use_cache": _set("cache_dir", _text),
     "storage_class": _set_storage_class,
     "use_rrs": _set_rrs,
+    "default_acl": _set_acl,
     "stat_cache_expire": _set("stat_cache_expire", _float),
     "max_stat_cache_size": _set("max_stat_cache_size", lambda n, v: _int(n, v, minimum=1)),
     "multipart_size": _set_multipart,

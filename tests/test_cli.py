@@ -160,6 +160,26 @@ def test_unknown_option(cli, s3_server, bucket, mp, tmp_path):
     assert_failed(result, mp, "unknown option 'bogus'")
 
 
+def test_an_s3fs_fuse_fstab_line_mounts_as_it_is(cli, s3_server, bucket, mp, tmp_path):
+    # options an s3fs-fuse fstab line carries whose effect pys3fs has anyway
+    logfile = tmp_path / "pys3fs.log"
+    s3fs_line = "enable_noobj_cache,complement_stat,default_acl=private,multireq_max=20"
+    result = cli(bucket, mp, "-o", base_opts(s3_server, tmp_path, s3fs_line, f"logfile={logfile}"))
+    assert result.returncode == 0, result.stderr
+    with open(os.path.join(mp, "f"), "w") as f:
+        f.write("x")
+    assert os.listdir(mp) == ["f"]
+    force_unmount(mp)
+    text = logfile.read_text()
+    assert "s3fs-fuse option enable_noobj_cache: nothing to do" in text
+    assert "s3fs-fuse option multireq_max: nothing to do" in text
+
+
+def test_an_s3fs_fuse_option_pys3fs_cannot_honour_is_refused(cli, s3_server, bucket, mp, tmp_path):
+    result = cli(bucket, mp, "-o", base_opts(s3_server, tmp_path, "nocopyapi"))
+    assert_failed(result, mp, "s3fs-fuse option nocopyapi is not supported")
+
+
 @pytest.mark.parametrize(
     "option, name",
     [

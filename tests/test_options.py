@@ -12,6 +12,8 @@ import pytest
 from pys3fs.options import (
     FUSE_FLAGS,
     MOUNT_WORDS,
+    S3FS_COVERED,
+    S3FS_UNSUPPORTED,
     MiB,
     MountOptions,
     OptionError,
@@ -284,3 +286,30 @@ def test_unknown_option_is_refused_by_name(value):
 def test_first_bad_option_is_the_one_reported():
     message = refused("uid=abc,bogus")
     assert "uid" in message and "bogus" not in message
+
+
+# -- s3fs-fuse options with nothing to do, or that cannot be honoured ------------------------
+def test_s3fs_options_already_covered_are_accepted_and_named():
+    built = opts("enable_noobj_cache,complement_stat,compat_dir,sigv4,multireq_max=20")
+    assert built.covered == [
+        "enable_noobj_cache",
+        "complement_stat",
+        "compat_dir",
+        "sigv4",
+        "multireq_max",
+    ]
+    assert built.fuse_options == {}
+    assert set(built.covered) <= set(S3FS_COVERED)
+
+
+@pytest.mark.parametrize("name", sorted(S3FS_UNSUPPORTED))
+def test_s3fs_options_that_cannot_be_honoured_are_refused_by_name(name):
+    message = refused(name)
+    assert f"s3fs-fuse option {name} is not supported" in message
+    assert "unknown" not in message
+
+
+def test_default_acl_private_only():
+    assert opts("default_acl=private").covered == []
+    assert "only private" in refused("default_acl=public-read")
+    assert "needs a value" in refused("default_acl")
