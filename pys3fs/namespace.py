@@ -562,9 +562,8 @@ class Namespace:
             raise FuseOSError(errno.ENAMETOOLONG)  # before anything is copied or removed
         if dst is not None:
             self.rmdir(new)
-        copies = [self.pool.submit(self.backend.copy, o.key, key, o.size) for o, key in moves]
-        for future in copies:
-            future.result()
+        copies = [(key, self.pool.submit(self.backend.copy, o.key, key, o.size)) for o, key in moves]
+        self._copied_all(new, copies, dst)
         self.backend.delete_many([o.key for o in objects])
         for of in self.files.open_below(old):
             rel = of.path[len(old) :]
@@ -572,6 +571,30 @@ class Namespace:
         self.cache.forget_tree(old)
         self.cache.forget_tree(new)
         self.cache.put_missing(old)
+
+
+    def _copied_all(self, new: str, copies: list[tuple[str, Future]], dst: Entry | None) -> None:
+        """Wait for a directory move's copies. If one failed, the copies made are removed
+        (the destination was empty) and an empty directory the move replaced is put
+        back before the failure is reported: a failed ``mv`` leaves the tree where it
+        was, not part of it in both places, and can simply be run again."""
+        made, failure = [], None
+        for key, future in copies:
+            try:
+                future.result()
+                made.append(key)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is None:
+            return
+        try:
+            self.backend.delete_many(made)
+            if dst is not None:
+                self._put_marker(new, dst, None)
+        except Exception as exc:
+            log.error("a failed move to %s left copies there: %s", new, exc)
+        self.cache.forget_tree(new)
+        raise failure
 
 
 def fits(key: str) -> bool:

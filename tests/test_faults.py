@@ -324,6 +324,37 @@ def test_an_upload_out_of_retries_fails_with_eio_keeps_the_data_and_succeeds_lat
     assert stat.S_IMODE(os.stat(mnt.path("new.bin")).st_mode) == 0o600
 
 
+@pytest.mark.parametrize("over_empty_dir", [False, True])
+def test_a_directory_move_that_fails_leaves_the_tree_where_it_was(
+    s3, bucket, proxy, via_proxy, over_empty_dir
+):
+    files = {f"src/f{i:02d}": os.urandom(100 + i) for i in range(30)}
+    for key, body in files.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    s3.put_object(Bucket=bucket, Key="src/", Body=b"", ContentType="application/x-directory")
+    if over_empty_dir:
+        s3.put_object(Bucket=bucket, Key="dst/", Body=b"", ContentType="application/x-directory")
+    mnt = via_proxy(bucket, "retries=0")
+    os.listdir(mnt.path("src"))
+    proxy.inject(0.3, [ERROR_500], methods=["PUT"])  # some of the copies fail, for good
+    fails_with_eio(os.rename, mnt.path("src"), mnt.path("dst"))
+    proxy.clear()
+    assert 0 < proxy.injected[ERROR_500] < len(files)  # some copies were made
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert keys == {*files, "src/"} | ({"dst/"} if over_empty_dir else set())
+    assert sorted(os.listdir(mnt.path("src"))) == sorted(k[4:] for k in files)
+    assert os.path.isdir(mnt.path("dst")) is over_empty_dir
+    if over_empty_dir:
+        assert os.listdir(mnt.path("dst")) == []
+    os.rename(mnt.path("src"), mnt.path("dst"))  # and it can simply be run again
+    assert sorted(os.listdir(mnt.path("dst"))) == sorted(k[4:] for k in files)
+    assert all(s3_bytes(s3, bucket, "dst/" + k[4:]) == body for k, body in files.items())
+    assert not any(
+        k.startswith("src/")
+        for k in (o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
+    )
+
+
 def test_a_failed_directory_marker_is_logged_retried_and_fsync_is_eio(s3, bucket, proxy, via_proxy):
     """mkdir returns before its marker is sent. When S3 does not take it, the log says
     so, fsync of the directory fails with EIO, the directory stays, and the marker is
