@@ -562,7 +562,8 @@ class Namespace:
             raise FuseOSError(errno.ENAMETOOLONG)  # before anything is copied or removed
         if dst is not None:
             self.rmdir(new)
-        copies = [(key, self.pool.submit(self.backend.copy, o.key, key, o.size)) for o, key in moves]
+        copy = self.backend.copy
+        copies = [(key, self.pool.submit(copy, o.key, key, o.size)) for o, key in moves]
         self._copied_all(new, copies, dst)
         self.backend.delete_many([o.key for o in objects])
         for of in self.files.open_below(old):
@@ -571,7 +572,6 @@ class Namespace:
         self.cache.forget_tree(old)
         self.cache.forget_tree(new)
         self.cache.put_missing(old)
-
 
     def _copied_all(self, new: str, copies: list[tuple[str, Future]], dst: Entry | None) -> None:
         """Wait for a directory move's copies. If one failed, the copies made are removed
