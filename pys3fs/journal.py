@@ -5,6 +5,9 @@ call that depends on it returns (with fsync where a power cut must not lose it):
 
 - when a multipart upload starts, its id is recorded, so that after a crash the next
   mount can resume it (or abort it: no orphaned parts are left behind on S3);
+- while a directory is moved (a copy of every object below it, then their deletion),
+  the old and new prefixes are recorded, so the next mount finishes a move the daemon
+  died in, instead of leaving part of the tree in both places;
 - when a file is closed with data not yet in S3 (``-o writeback``, or an upload that
   failed), the record says which object it becomes, with which attributes, on which
   version of the object it was based; the next mount uploads it before anything else.
@@ -18,6 +21,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 
 log = logging.getLogger("pys3fs.journal")
@@ -39,6 +43,20 @@ class Record:
     upload_id: str | None = None  # a multipart upload in progress
     part_size: int = 0
     since: float = field(default_factory=time.time)
+
+
+MOVE_PREFIX = "move-"  # records of directory moves under way (no cache file)
+
+
+def move_record(old_prefix: str, new_prefix: str) -> Record:
+    """The record of a directory move while it runs: if the daemon dies before the move
+    returns, the next mount finishes it (see recovery)."""
+    name = MOVE_PREFIX + uuid.uuid4().hex
+    return Record(name=name, key=old_prefix, closed=True, attrs={"to": new_prefix})
+
+
+def is_move_record(record: Record) -> bool:
+    return record.name.startswith(MOVE_PREFIX)
 
 
 class Journal:

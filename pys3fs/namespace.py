@@ -21,6 +21,7 @@ from .attrs import Entry, encode_entry, entry_from_object, implicit_dir, now_ns
 from .cache import DeferredAttrs, Hint, MetaCache
 from .dirqueue import PendingDirs
 from .handles import FileTable, Owner
+from .journal import move_record
 from .metadata import NS_PER_SEC
 from .metaindex import MetaIndex, settled
 from .paths import KEY_MAX, KeyMap, is_below, join, parent, valid_name
@@ -560,12 +561,20 @@ class Namespace:
         moves = [(o, new_prefix + o.key[len(old_prefix) :]) for o in objects]
         if any(len(key.encode("utf-8", "surrogateescape")) > KEY_MAX for _, key in moves):
             raise FuseOSError(errno.ENAMETOOLONG)  # before anything is copied or removed
-        if dst is not None:
-            self.rmdir(new)
-        copy = self.backend.copy
-        copies = [(key, self.pool.submit(copy, o.key, key, o.size)) for o, key in moves]
-        self._copied_all(new, copies, dst)
-        self.backend.delete_many([o.key for o in objects])
+        journal = self.files.journal
+        record = move_record(old_prefix, new_prefix) if journal is not None else None
+        if record is not None:
+            journal.write(record)
+        try:
+            if dst is not None:
+                self.rmdir(new)
+            copy = self.backend.copy
+            copies = [(key, self.pool.submit(copy, o.key, key, o.size)) for o, key in moves]
+            self._copied_all(new, copies, dst)
+            self.backend.delete_many([o.key for o in objects])
+        finally:  # reported either way: only a move the daemon died in is finished later
+            if record is not None:
+                journal.remove(record.name)
         for of in self.files.open_below(old):
             rel = of.path[len(old) :]
             self.files.renamed(of.path, new + rel, of.key, self.keys.key(new + rel))

@@ -6,17 +6,19 @@ at once and its upload is queued (resuming the multipart upload when its parts a
 still on S3 and still match the bytes). A file that was being written when the daemon
 died was never closed, so it is not uploaded: its multipart upload is aborted, so that
 no orphaned parts stay behind on S3, and its bytes are set aside in ``failed/``.
+A directory move the daemon died in is finished.
 """
 
 from __future__ import annotations
 
 import logging
 import stat
+from concurrent.futures import ThreadPoolExecutor
 
 from .attrs import Entry
 from .dirqueue import is_dir_record, remake_dir
 from .handles import FileTable, OpenFile, md5_range
-from .journal import Journal, Record
+from .journal import Journal, Record, is_move_record
 from .paths import KeyMap
 from .s3client import is_not_found
 
@@ -28,12 +30,37 @@ def recover(table: FileTable, journal: Journal, keys: KeyMap, records: list[Reco
         try:
             if is_dir_record(record):
                 remake_dir(table, record)
+            elif is_move_record(record):
+                finish_move(table, record)
             elif record.closed:
                 _requeue(table, keys, record)
             else:
                 _drop_unclosed(table, journal, record)
         except Exception as exc:  # never block the mount: the record stays for next time
             log.error("cannot recover %s from the journal yet: %s", record.key, exc)
+
+
+def finish_move(table: FileTable, record: Record) -> None:
+    """A directory move the daemon died in: whatever is still below the old prefix is
+    copied (again: a copy is idempotent) below the new one, then deleted. The move had
+    not returned, so its caller was told nothing; finishing it is what it asked for."""
+    backend = table.backend
+    old, new = record.key, record.attrs["to"]
+    objects = backend.all_objects(old)
+    log.info(
+        "finishing the move of %s to %s (%d objects), left by an earlier mount",
+        old,
+        new,
+        len(objects),
+    )
+
+    def copy(obj) -> None:
+        backend.copy(obj.key, new + obj.key[len(old) :], obj.size)
+
+    with ThreadPoolExecutor(max(1, table.settings.threads)) as pool:
+        list(pool.map(copy, objects))
+    backend.delete_many([o.key for o in objects])
+    table.journal.remove(record.name)
 
 
 def _requeue(table: FileTable, keys: KeyMap, record: Record) -> None:

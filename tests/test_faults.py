@@ -355,6 +355,41 @@ def test_a_directory_move_that_fails_leaves_the_tree_where_it_was(
     )
 
 
+def test_a_directory_move_the_daemon_died_in_is_finished_by_the_next_mount(
+    s3, bucket, proxy, via_proxy, tmp_path
+):
+    files = {f"src/f{i:02d}": os.urandom(100 + i) for i in range(30)}
+    for key, body in files.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    s3.put_object(Bucket=bucket, Key="src/", Body=b"", ContentType="application/x-directory")
+    cache = tmp_path / "kept-cache"
+    mnt = via_proxy(bucket, f"use_cache={cache}")
+    os.listdir(mnt.path("src"))
+    proxy.inject(1.0, [DELAY], methods=["PUT"], delay=1.0)  # the copies are under way...
+
+    def move() -> None:
+        with contextlib.suppress(OSError):  # the daemon is killed under it
+            os.rename(mnt.path("src"), mnt.path("dst"))
+
+    mover = threading.Thread(target=move)
+    mover.start()
+    wait_for(lambda: [1] if proxy.in_flight["PUT"] else [], 1)
+    kill_daemon(mnt)  # ... when the daemon dies
+    mover.join()
+    proxy.clear()
+    proxy.wait_idle()
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert {*files, "src/"} <= keys  # nothing was deleted yet: the tree is in both places
+
+    mnt = via_proxy(bucket, f"use_cache={cache}")  # finishes the move before serving
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert keys == {"dst/" + k[4:] for k in files} | {"dst/"}
+    assert all(s3_bytes(s3, bucket, "dst/" + k[4:]) == body for k, body in files.items())
+    assert sorted(os.listdir(mnt.mountpoint)) == ["dst"]
+    assert sorted(os.listdir(mnt.path("dst"))) == sorted(k[4:] for k in files)
+    assert "finishing the move of src/ to dst/" in mnt.log.read_text()
+
+
 def test_a_failed_directory_marker_is_logged_retried_and_fsync_is_eio(s3, bucket, proxy, via_proxy):
     """mkdir returns before its marker is sent. When S3 does not take it, the log says
     so, fsync of the directory fails with EIO, the directory stays, and the marker is
