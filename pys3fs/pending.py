@@ -11,7 +11,7 @@ import json
 import os
 import time
 
-from .journal import journal_dir, load_records
+from .journal import is_move_record, journal_dir, load_records
 from .stats import PENDING_XATTR
 
 
@@ -44,7 +44,9 @@ def journal_rows(cache_dir: str) -> list[dict]:
     now = time.time()
     for bucket_dir in bucket_dirs:
         for record in load_records(journal_dir(bucket_dir)):
-            if record.closed:
+            if is_move_record(record):
+                state = f"move to {record.attrs['to']} left unfinished: the next mount ends it"
+            elif record.closed:
                 state = f"waiting for upload ({_age(now - record.since)})"
             else:
                 state = "never closed: upload will be aborted"

@@ -16,12 +16,14 @@ import os
 import random
 import re
 import stat
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
+from conftest import PYS3FS
 from s3proxy import DELAY, ERROR_500, ERROR_503, LOST, RESET, SILENCE
 from test_dirs import fsync_dir, requests
 from test_files import read_file, write_file
@@ -380,6 +382,8 @@ def test_a_directory_move_the_daemon_died_in_is_finished_by_the_next_mount(
     proxy.wait_idle()
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert {*files, "src/"} <= keys  # nothing was deleted yet: the tree is in both places
+    shown = subprocess.run([PYS3FS, "pending", str(cache)], capture_output=True, text=True)
+    assert "move to dst/ left unfinished" in shown.stdout
 
     mnt = via_proxy(bucket, f"use_cache={cache}")  # finishes the move before serving
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
