@@ -326,14 +326,24 @@ def test_an_upload_out_of_retries_fails_with_eio_keeps_the_data_and_succeeds_lat
     assert stat.S_IMODE(os.stat(mnt.path("new.bin")).st_mode) == 0o600
 
 
-@pytest.mark.parametrize("over_empty_dir", [False, True])
-def test_a_directory_move_that_fails_leaves_the_tree_where_it_was(
-    s3, bucket, proxy, via_proxy, over_empty_dir
-):
+def src_tree(s3, bucket: str) -> dict[str, bytes]:
+    """A directory src/ of 30 small files (and its marker), written straight to S3."""
     files = {f"src/f{i:02d}": os.urandom(100 + i) for i in range(30)}
     for key, body in files.items():
         s3.put_object(Bucket=bucket, Key=key, Body=body)
     s3.put_object(Bucket=bucket, Key="src/", Body=b"", ContentType="application/x-directory")
+    return files
+
+
+def bucket_keys(s3, bucket: str) -> set[str]:
+    return {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+
+
+@pytest.mark.parametrize("over_empty_dir", [False, True])
+def test_a_directory_move_that_fails_leaves_the_tree_where_it_was(
+    s3, bucket, proxy, via_proxy, over_empty_dir
+):
+    files = src_tree(s3, bucket)
     if over_empty_dir:
         s3.put_object(Bucket=bucket, Key="dst/", Body=b"", ContentType="application/x-directory")
     mnt = via_proxy(bucket, "retries=0")
@@ -342,7 +352,7 @@ def test_a_directory_move_that_fails_leaves_the_tree_where_it_was(
     fails_with_eio(os.rename, mnt.path("src"), mnt.path("dst"))
     proxy.clear()
     assert 0 < proxy.injected[ERROR_500] < len(files)  # some copies were made
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    keys = bucket_keys(s3, bucket)
     assert keys == {*files, "src/"} | ({"dst/"} if over_empty_dir else set())
     assert sorted(os.listdir(mnt.path("src"))) == sorted(k[4:] for k in files)
     assert os.path.isdir(mnt.path("dst")) is over_empty_dir
@@ -351,19 +361,13 @@ def test_a_directory_move_that_fails_leaves_the_tree_where_it_was(
     os.rename(mnt.path("src"), mnt.path("dst"))  # and it can simply be run again
     assert sorted(os.listdir(mnt.path("dst"))) == sorted(k[4:] for k in files)
     assert all(s3_bytes(s3, bucket, "dst/" + k[4:]) == body for k, body in files.items())
-    assert not any(
-        k.startswith("src/")
-        for k in (o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
-    )
+    assert not any(k.startswith("src/") for k in bucket_keys(s3, bucket))
 
 
 def test_a_directory_move_the_daemon_died_in_is_finished_by_the_next_mount(
     s3, bucket, proxy, via_proxy, tmp_path
 ):
-    files = {f"src/f{i:02d}": os.urandom(100 + i) for i in range(30)}
-    for key, body in files.items():
-        s3.put_object(Bucket=bucket, Key=key, Body=body)
-    s3.put_object(Bucket=bucket, Key="src/", Body=b"", ContentType="application/x-directory")
+    files = src_tree(s3, bucket)
     cache = tmp_path / "kept-cache"
     mnt = via_proxy(bucket, f"use_cache={cache}")
     os.listdir(mnt.path("src"))
@@ -380,14 +384,14 @@ def test_a_directory_move_the_daemon_died_in_is_finished_by_the_next_mount(
     mover.join()
     proxy.clear()
     proxy.wait_idle()
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
-    assert {*files, "src/"} <= keys  # nothing was deleted yet: the tree is in both places
+    assert {*files, "src/"} <= bucket_keys(
+        s3, bucket
+    )  # nothing was deleted yet: the tree is in both places
     shown = subprocess.run([PYS3FS, "pending", str(cache)], capture_output=True, text=True)
     assert "move to dst/ left unfinished" in shown.stdout
 
     mnt = via_proxy(bucket, f"use_cache={cache}")  # finishes the move before serving
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
-    assert keys == {"dst/" + k[4:] for k in files} | {"dst/"}
+    assert bucket_keys(s3, bucket) == {"dst/" + k[4:] for k in files} | {"dst/"}
     assert all(s3_bytes(s3, bucket, "dst/" + k[4:]) == body for k, body in files.items())
     assert sorted(os.listdir(mnt.mountpoint)) == ["dst"]
     assert sorted(os.listdir(mnt.path("dst"))) == sorted(k[4:] for k in files)
