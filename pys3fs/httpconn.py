@@ -114,15 +114,12 @@ class Connection:
 
     def _read(self, method: str) -> Response:
         buf = self._buf
-        while (end := buf.find(b"\r\n\r\n")) < 0:
-            if len(buf) > HEAD_MAX:
-                raise HTTPError("answer head too long")
+        while (answer := split_head_answer(buf)) is None:
             chunk = self.sock.recv(READ_SIZE)
             if not chunk:
                 raise (HTTPError if buf else ConnectionDropped)("connection closed by the server")
             buf += chunk
-        status, headers, close = _parse_head(buf[:end])
-        buf = buf[end + 4 :]
+        status, headers, close, buf = answer
         fields = {name.lower(): value for name, value in headers}
         if method == "HEAD" or status in (204, 304):
             body = b""

@@ -599,7 +599,7 @@ class Namespace:
         try:
             self.backend.delete_many(made)
             if dst is not None:
-                self._put_marker(new, dst, None)
+                self._put_marker(new, dst)
         except Exception as exc:
             log.error("a failed move to %s left copies there: %s", new, exc)
         self.cache.forget_tree(new)
