@@ -32,7 +32,9 @@ from .datacache import CacheLimits, DataCache
 from .fs import S3Operations
 from .fusebridge import FastFUSE
 from .handles import FileTable, Owner, TransferSettings
+from .httpconn import ca_setting
 from .journal import Journal, journal_dir, load_records
+from .metadata import use_mime_types
 from .metaindex import MetaIndex
 from .namespace import Namespace
 from .options import S3FS_COVERED, MountOptions, OptionError, build_options
@@ -47,7 +49,10 @@ SWITCH_INTERVAL = 0.0005  # seconds; see run_foreground
 KERNEL_TTL_MAX = 1.0
 log = logging.getLogger("pys3fs")
 
-USAGE = "pys3fs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]]... [-f] [-d]"
+USAGE = (
+    "pys3fs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]]... [-f] [-d]\n"
+    "       pys3fs MOUNTPOINT -o bucket=BUCKET[:/PREFIX][,OPT...]... [-f] [-d]"
+)
 
 
 class StartupError(Exception):
@@ -67,7 +72,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         epilog="Options: see README.md (all s3fs-fuse names: url, endpoint, passwd_file, ...).",
     )
     parser.add_argument("source", metavar="BUCKET[:/PREFIX]")
-    parser.add_argument("mountpoint", metavar="MOUNTPOINT")
+    # s3fs-fuse's other form: MOUNTPOINT alone, the bucket in -o bucket=
+    parser.add_argument("mountpoint", metavar="MOUNTPOINT", nargs="?")
     parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPTS")
     parser.add_argument("-f", dest="foreground", action="store_true", help="stay in foreground")
     parser.add_argument("-d", dest="debug", action="store_true", help="debug log lines")
@@ -118,6 +124,9 @@ def client_settings(opts: MountOptions, quick: bool = False) -> ClientSettings:
         multipart_size=opts.multipart_size,
         max_concurrency=opts.max_thread_count,
         storage_class=opts.storage_class,
+        verify=ca_setting(opts.check_certificate),
+        sse=opts.sse,
+        sse_kms_key=opts.sse_kms_key,
     )
 
 
@@ -146,6 +155,11 @@ def check_bucket(opts: MountOptions, settings: ClientSettings) -> None:
         if code in ("AccessDenied", "403"):
             raise StartupError(f"access denied to bucket {opts.bucket!r} ({code})") from None
         raise StartupError(f"cannot use bucket {opts.bucket!r}: {code}") from None
+    except botocore.exceptions.SSLError:
+        raise StartupError(
+            f"TLS certificate of {where} not trusted (add its CA to the system's store, "
+            "or set AWS_CA_BUNDLE; no_check_certificate skips the check)"
+        ) from None
     except botocore.exceptions.BotoCoreError as exc:
         raise StartupError(f"cannot reach {where}: {type(exc).__name__}") from None
     if opts.prefix and not resp.get("Contents"):
@@ -155,6 +169,8 @@ def check_bucket(opts: MountOptions, settings: ClientSettings) -> None:
 def check_cache_dir(opts: MountOptions) -> str:
     """The cache directory exists (or can be made), private, and writable."""
     root = os.path.abspath(opts.resolved_cache_dir())
+    if opts.check_cache_dir_exist and opts.cache_dir and not os.path.isdir(root):
+        raise StartupError(f"cache directory {root} does not exist (check_cache_dir_exist)")
     try:
         os.makedirs(os.path.join(root, opts.bucket), mode=0o700, exist_ok=True)
         if not os.access(os.path.join(root, opts.bucket), os.W_OK | os.X_OK):
@@ -168,7 +184,7 @@ def open_data_cache(opts: MountOptions) -> tuple[DataCache, Journal | None]:
     """The data cache, and its upload journal when this mount owns the directory."""
     root = check_cache_dir(opts)
     limits = CacheLimits(opts.max_cache_size, opts.ensure_diskfree)
-    data = DataCache(root, opts.bucket, limits)
+    data = DataCache(root, opts.bucket, limits, reuse=not opts.del_cache)
     try:
         pending = load_records(journal_dir(data.bucket_dir))
         data.prepare(keep=frozenset(r.name for r in pending))
@@ -194,6 +210,8 @@ def check_writeback(opts: MountOptions) -> None:
 def startup_checks(opts: MountOptions) -> ClientSettings:
     """All fail-fast checks; returns the client settings for the daemon."""
     check_mountpoint(opts.mountpoint)
+    if opts.mime_file and not os.access(opts.mime_file, os.R_OK):
+        raise StartupError(f"mime types file {opts.mime_file} cannot be read")
     settings = client_settings(opts)
     check_bucket(opts, client_settings(opts, quick=True))
     return settings
@@ -341,6 +359,8 @@ def run_foreground(opts: MountOptions, settings: ClientSettings) -> int:
     detached = bool(os.environ.get(DETACHED_ENV))
     data, journal = open_data_cache(opts)
     setup_logging(opts, detached)
+    if opts.mime_file:
+        use_mime_types(opts.mime_file)
     if settings.credentials is not None:  # resolved before logging was set up
         log.debug("using credentials from %s", settings.credentials.source)
     ops = build_operations(opts, settings, data, journal)
@@ -425,8 +445,11 @@ def main(argv: list[str] | None = None) -> int:
         return show_pending(argv[1])
     try:
         args = parse_args(argv)
+        source, mountpoint = args.source, args.mountpoint
+        if mountpoint is None:
+            source, mountpoint = None, args.source
         opts = build_options(
-            args.source, args.mountpoint, args.options, args.foreground, args.debug, args.single
+            source, mountpoint, args.options, args.foreground, args.debug, args.single
         )
         settings = startup_checks(opts)
         check_writeback(opts)

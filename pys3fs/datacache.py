@@ -256,8 +256,11 @@ class _suppress_missing:
 class DataCache:
     """All cached objects of one mount, with size accounting and eviction."""
 
-    def __init__(self, root: str, bucket: str, limits: CacheLimits) -> None:
+    def __init__(self, root: str, bucket: str, limits: CacheLimits, reuse: bool = True) -> None:
         self.limits = limits
+        # del_cache clears it: cached data is dropped at mount and unmount (never data
+        # the journal still needs), rather than kept for the next mount
+        self.reuse = reuse
         self.bucket_dir = os.path.join(root, bucket)
         self.failed_dir = os.path.join(self.bucket_dir, "failed")
         self._lock = threading.RLock()
@@ -292,6 +295,10 @@ class DataCache:
             path = os.path.join(self.data_dir, name)
             if name.endswith((".json", ".tmp")) or name in keep:
                 continue
+            if not self.reuse:
+                _remove_quietly(path)
+                _remove_quietly(path + ".json")
+                continue
             try:
                 record = json.loads(read_record(path))
                 cf = CacheFile(self, record["key"], name)
@@ -311,9 +318,12 @@ class DataCache:
         with self._lock:
             for cf in self._files.values():
                 with cf.lock:
-                    if not cf.is_dirty:
+                    if not cf.is_dirty and self.reuse:
                         cf.save()
                     cf.close()
+                    if not cf.is_dirty and not self.reuse:
+                        _remove_quietly(cf.path)
+                        _remove_quietly(cf.path + ".json")
             self._files.clear()
         if not self.persistent and self.data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)

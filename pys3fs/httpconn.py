@@ -19,16 +19,45 @@ HEAD_MAX = 64 * 1024  # bytes of status line and headers
 READ_SIZE = 64 * 1024
 
 
-def tls_context() -> ssl.SSLContext:
-    """The default TLS context, made once: building one loads the CA bundle, about 20 ms
-    of CPU, which every new connection paid (a cold ``ls -l`` over HTTPS opens dozens).
-    A change of ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` gets a new one."""
-    return _context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+def tls_context(verify: bool | str = True) -> ssl.SSLContext:
+    """The TLS context for ``verify`` (see :func:`ca_setting`), made once: building one
+    loads the CA bundle, about 20 ms of CPU, which every new connection paid (a cold
+    ``ls -l`` over HTTPS opens dozens). A change of ``SSL_CERT_FILE`` or
+    ``SSL_CERT_DIR`` gets a new one."""
+    return _context(verify, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 
 
-@functools.lru_cache(maxsize=4)
-def _context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+@functools.lru_cache(maxsize=8)
+def _context(verify: bool | str, cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    if verify is False:  # no_check_certificate
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if isinstance(verify, str):
+        if os.path.isdir(verify):
+            return ssl.create_default_context(capath=verify)
+        return ssl.create_default_context(cafile=verify)
     return ssl.create_default_context()  # (it reads the same variables)
+
+
+def ca_setting(check_certificate: bool = True) -> bool | str:
+    """What both HTTP stacks of a mount (boto3's and the quick requests') trust: one
+    CA bundle, so that a server is either trusted by both or by neither.
+
+    As curl (and so s3fs-fuse) does, the system's store: ``AWS_CA_BUNDLE`` or
+    ``SSL_CERT_FILE`` when set, else OpenSSL's default bundle (on Debian the one
+    ``update-ca-certificates`` writes), where botocore alone would use certifi's copy
+    of the public CAs and miss a private CA installed on the host. ``True`` (botocore's
+    default) when there is no such file; ``False`` for ``no_check_certificate``."""
+    if not check_certificate:
+        return False
+    for variable in ("AWS_CA_BUNDLE", "SSL_CERT_FILE"):
+        path = os.environ.get(variable)
+        if path:
+            return path
+    paths = ssl.get_default_verify_paths()
+    return paths.cafile or True
 
 
 class HTTPError(Exception):
@@ -56,8 +85,17 @@ class Response:
 class Connection:
     """One keep-alive connection to ``host:port`` (TLS for https), opened on first use."""
 
-    def __init__(self, scheme: str, host: str, port: int, host_header: str, timeout: float):
+    def __init__(
+        self,
+        scheme: str,
+        host: str,
+        port: int,
+        host_header: str,
+        timeout: float,
+        verify: bool | str = True,
+    ):
         self.https = scheme == "https"
+        self.verify = verify
         self.host, self.port, self.host_header = host, port, host_header
         self.timeout = timeout
         self.sock: socket.socket | None = None
@@ -103,7 +141,7 @@ class Connection:
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.https:
-            sock = tls_context().wrap_socket(sock, server_hostname=self.host)
+            sock = tls_context(self.verify).wrap_socket(sock, server_hostname=self.host)
         self.sock = sock
 
     def _recv(self) -> bytes:

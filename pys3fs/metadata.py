@@ -304,6 +304,12 @@ def content_type_for(path: str, mode: int) -> str:
     return _type_by_extension(path) or DEFAULT_CONTENT_TYPE
 
 
+def use_mime_types(path: str) -> None:
+    """``mime=FILE``: the types FILE registers are added to the system's tables (and
+    win over them), as s3fs-fuse reads the mime.types file it is given."""
+    mimetypes.init([path])
+
+
 def _type_by_extension(path: str) -> str | None:
     """The MIME type registered for a file name's last extension, if any."""
     _, ext = posixpath.splitext(path)

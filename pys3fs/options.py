@@ -34,6 +34,17 @@ S3FS_COVERED = {
     "max_dirty_data": "big files go to S3 in parts while they are written anyway",
     "instance_name": "log lines carry the process id",
     "curldbg": "no curl here; -d logs each request's outcome",
+    "nodnscache": "no DNS cache of its own: names are looked up as the system does",
+    "nosscache": "no TLS session cache of curl here",
+    "noxmlns": "listings are read with or without an XML namespace anyway",
+    "noua": "the User-Agent is botocore's",
+    "no_time_stamp_msg": "log lines carry a time stamp, as syslog and journald expect",
+    "list_object_max_keys": "listings ask for S3's page size (1000 keys)",
+    "multipart_threshold": "files of multipart_size or more go to S3 in parts",
+    "multipart_copy_size": "big objects are copied in parts of multipart_size",
+    "singlepart_copy_limit": "objects below multipart_size are copied with one CopyObject",
+    "use_session_token": "a session token is used wherever the credentials carry one",
+    "ecs": "boto3's credential chain includes the container's credentials",
 }
 # s3fs-fuse options that would change what reaches S3 and that pys3fs cannot honour:
 # refused by name rather than as unknown
@@ -42,13 +53,15 @@ S3FS_UNSUPPORTED = {
     "norenameapi": "renames need the server's CopyObject",
     "nomultipart": "big files are uploaded in parts",
     "sigv2": "only SigV4 signing is supported",
-    "use_sse": "server-side encryption headers are not sent",
+    "load_sse_c": "SSE-C (keys of the customer's own) is not supported",
     "requester_pays": "requester-pays buckets are not supported",
-    "no_check_certificate": "TLS certificates are always checked",
-    "ssl_verify_hostname": "TLS host names are always checked",
     "use_xattr": "extended attributes are not stored",
     "enable_content_md5": "uploads carry no Content-MD5 header",
-    "del_cache": "the cache directory holds the upload journal; remove it by hand when unmounted",
+    "nomixupload": "unchanged parts of a big file are always copied server-side",
+    "ahbe_conf": "no extra HTTP headers by file extension",
+    "cipher_suites": "TLS ciphers are OpenSSL's defaults",
+    "ibm_iam_auth": "IBM IAM credentials are not supported",
+    "ibm_iam_endpoint": "IBM IAM credentials are not supported",
 }
 
 MOUNT_WORDS = {"_netdev", "auto", "noauto", "user", "nouser", "users", "nofail", "defaults"}
@@ -151,6 +164,14 @@ class MountOptions:
     foreground: bool = False
     debug: bool = False
     single_thread: bool = False
+    check_certificate: bool = True  # no_check_certificate clears it
+    verify_hostname: bool = True  # ssl_verify_hostname=0 (with no_check_certificate) clears it
+    sse: str | None = None  # use_sse: "AES256" or "aws:kms"
+    sse_kms_key: str | None = None
+    del_cache: bool = False
+    tmpdir: str | None = None
+    check_cache_dir_exist: bool = False
+    mime_file: str | None = None
     fuse_options: dict[str, str | bool] = field(default_factory=dict)
     covered: list[str] = field(default_factory=list)  # s3fs-fuse options with nothing to do
 
@@ -159,10 +180,11 @@ class MountOptions:
         return self.url
 
     def resolved_cache_dir(self) -> str:
-        """``use_cache=DIR`` or a private per-user directory under the temp dir."""
+        """``use_cache=DIR`` or a private per-user directory under the temp dir
+        (``tmpdir=DIR``, else $TMPDIR or /tmp)."""
         if self.cache_dir:
             return self.cache_dir
-        return os.path.join(tempfile.gettempdir(), f"pys3fs-{os.getuid()}")
+        return os.path.join(self.tmpdir or tempfile.gettempdir(), f"pys3fs-{os.getuid()}")
 
 
 def parse_source(source: str) -> tuple[str, str]:
@@ -259,7 +281,7 @@ def _set(attr: str, convert):
 def _set_url(opts: MountOptions, name: str, value: str | None) -> None:
     url = _text(name, value).rstrip("/")
     if not url.startswith(("http://", "https://")):
-        raise OptionError(f"option url: expected http://HOST[:PORT] or https://..., got {url!r}")
+        raise OptionError(f"option {name}: expected http://HOST[:PORT] or https://..., got {url!r}")
     opts.url = url
 
 
@@ -305,6 +327,42 @@ def _set_consistency(opts: MountOptions, name: str, value: str | None) -> None:
     opts.consistency = value
 
 
+def _set_sse(opts: MountOptions, name: str, value: str | None) -> None:
+    """s3fs-fuse's forms: ``use_sse`` / ``use_sse=1`` / ``use_sse=AES256`` for SSE-S3,
+    ``use_sse=kmsid`` or ``use_sse=kmsid:KEY`` (``k``, ``k:KEY``) for SSE-KMS. SSE-C
+    (``custom``, ``c``) needs the key on every read and is refused."""
+    kind, _, key = (value or "1").partition(":")
+    if kind.lower() in ("0", "false", "no") and not key:
+        opts.sse = opts.sse_kms_key = None
+    elif kind.lower() in ("1", "true", "yes", "aes256", "sse-s3") and not key:
+        opts.sse, opts.sse_kms_key = "AES256", None
+    elif kind.lower() in ("kmsid", "k"):
+        opts.sse, opts.sse_kms_key = "aws:kms", key or None
+    elif kind.lower() in ("custom", "c"):
+        raise OptionError("option use_sse: SSE-C (custom keys) is not supported")
+    else:
+        raise OptionError(f"option use_sse: expected 1, kmsid or kmsid:KEY, got {value!r}")
+
+
+def _set_verify_hostname(opts: MountOptions, name: str, value: str | None) -> None:
+    """s3fs-fuse takes 0 (no check) or 2 (the default); checked in build_options that 0
+    comes with no_check_certificate, as boto3 cannot skip the name check alone."""
+    if value not in ("0", "1", "2"):
+        raise OptionError(f"option ssl_verify_hostname: expected 0 or 2, got {value!r}")
+    opts.verify_hostname = value != "0"
+
+
+def _check_bucket(opts: MountOptions, name: str, value: str | None) -> None:
+    """``bucket=`` next to a BUCKET argument must name the same one."""
+    if parse_source(_text(name, value)) != (opts.bucket, opts.prefix):
+        raise OptionError(f"option bucket={value} names another bucket than {opts.bucket!r}")
+
+
+def _set_servicepath(opts: MountOptions, name: str, value: str | None) -> None:
+    if (value or "/").strip("/"):
+        raise OptionError("option servicepath: only / is supported (put the path in url=)")
+
+
 def _set_iam(opts: MountOptions, name: str, value: str | None) -> None:
     opts.iam_role = value or "auto"
 
@@ -315,6 +373,16 @@ def _set_ro(opts: MountOptions, name: str, value: str | None) -> None:
 
 _HANDLERS = {
     "url": _set_url,
+    "bucket": _check_bucket,
+    "host": _set_url,  # s3fs-fuse's older name of url
+    "servicepath": _set_servicepath,
+    "no_check_certificate": lambda opts, n, v: setattr(opts, "check_certificate", not _flag(n, v)),
+    "ssl_verify_hostname": _set_verify_hostname,
+    "use_sse": _set_sse,
+    "del_cache": _set("del_cache", _flag),
+    "tmpdir": _set("tmpdir", _text),
+    "check_cache_dir_exist": _set("check_cache_dir_exist", _flag),
+    "mime": _set("mime_file", _text),
     "endpoint": _set("region", _text),
     "region": _set("region", _text),
     "use_path_request_style": _set("use_path_request_style", _flag),
@@ -333,6 +401,8 @@ _HANDLERS = {
     "use_rrs": _set_rrs,
     "default_acl": _set_acl,
     "stat_cache_expire": _set("stat_cache_expire", _float),
+    # s3fs-fuse counts from the last use, pys3fs from the lookup: never staler than asked
+    "stat_cache_interval_expire": _set("stat_cache_expire", _float),
     "max_stat_cache_size": _set("max_stat_cache_size", lambda n, v: _int(n, v, minimum=1)),
     "multipart_size": _set_multipart,
     "consistency": _set_consistency,
@@ -354,14 +424,25 @@ KNOWN_OPTIONS = sorted(_HANDLERS)
 
 
 def build_options(
-    source: str,
+    source: str | None,
     mountpoint: str,
     option_values: list[str],
     foreground: bool = False,
     debug: bool = False,
     single_thread: bool = False,
 ) -> MountOptions:
-    """Validate everything the command line says; the first problem raises OptionError."""
+    """Validate everything the command line says; the first problem raises OptionError.
+
+    ``source`` None: s3fs-fuse's other form, ``MOUNTPOINT -o bucket=BUCKET[:/PREFIX]``."""
+    pairs = split_options(option_values)
+    named = [value for name, value in pairs if name == "bucket"]
+    if source is None:
+        if not named or not named[-1]:
+            raise OptionError(
+                "a bucket is required: pys3fs BUCKET MOUNTPOINT, or pys3fs MOUNTPOINT "
+                "-o bucket=BUCKET"
+            )
+        source = named[-1]
     bucket, prefix = parse_source(source)
     opts = MountOptions(
         bucket=bucket,
@@ -371,6 +452,11 @@ def build_options(
         debug=debug,
         single_thread=single_thread,
     )
-    for name, value in split_options(option_values):
+    for name, value in pairs:
         apply_option(opts, name, value)
+    if not opts.verify_hostname and opts.check_certificate:
+        raise OptionError(
+            "option ssl_verify_hostname=0 needs no_check_certificate "
+            "(certificates are checked together with their host name)"
+        )
     return opts

@@ -59,8 +59,16 @@ class QuickRequests:
     """HEAD, small LIST, PUT and COPY through presigned URLs on per-thread keep-alive
     connections."""
 
-    def __init__(self, client, bucket: str, connect_timeout: float, read_timeout: float):
+    def __init__(
+        self,
+        client,
+        bucket: str,
+        connect_timeout: float,
+        read_timeout: float,
+        verify: bool | str = True,
+    ):
         self.client, self.bucket = client, bucket
+        self.verify = verify  # the CA setting of the client's own connections
         self.timeout = max(connect_timeout, read_timeout)
         self._local = threading.local()
         self.enabled = True
@@ -177,7 +185,8 @@ class QuickRequests:
         """A connection to ``origin`` (opened at its first request)."""
         parts = urlsplit(origin)
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        return Connection(parts.scheme, parts.hostname, port, signed_host(origin), self.timeout)
+        host = signed_host(origin)
+        return Connection(parts.scheme, parts.hostname, port, host, self.timeout, self.verify)
 
     def _connection(self, url: str) -> tuple[Connection, str]:
         """This thread's kept-alive connection to ``url``'s server, and the request
@@ -193,7 +202,8 @@ class QuickRequests:
 
     def failed(self, conn: Connection, exc: Exception) -> None:
         """A request that got no answer: its connection is dropped, and a TLS failure
-        (botocore's CA bundle differs from ours) leaves all requests to boto3."""
+        (both stacks trust the same CAs, see httpconn.ca_setting, but TLS libraries may
+        still differ) leaves all requests to boto3."""
         conn.close()
         if isinstance(exc, ssl.SSLError):
             log.info("requests go through boto3 only (TLS: %s)", exc)

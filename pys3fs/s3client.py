@@ -105,6 +105,10 @@ class ClientSettings:
     multipart_size: int = 16 * 1024 * 1024
     max_concurrency: int = 8
     storage_class: str | None = None
+    # CA setting of every connection (httpconn.ca_setting): True, a bundle, False
+    verify: bool | str = True
+    sse: str | None = None  # use_sse: "AES256" (SSE-S3) or "aws:kms"
+    sse_kms_key: str | None = None  # use_sse=kmsid:ID
 
 
 def norm_etag(etag: str | None) -> str | None:
@@ -290,6 +294,7 @@ def make_client(settings: ClientSettings):
     client = session.client(
         "s3",
         endpoint_url=settings.endpoint_url,
+        verify=settings.verify,
         region_name=settings.region or "us-east-1",
         config=config,
         **kwargs,
@@ -326,7 +331,11 @@ class Backend:
         self._lock = threading.Lock()
         self._retrying = None
         self._quick = QuickRequests(
-            self.client, self.bucket, settings.connect_timeout, settings.read_timeout
+            self.client,
+            self.bucket,
+            settings.connect_timeout,
+            settings.read_timeout,
+            settings.verify,
         )
         self._heads = HeadLoop(self._quick, settings.max_pool)
         self._listing = threading.local()  # the body of this thread's last listing page
@@ -544,6 +553,16 @@ class Backend:
         extra = {"Metadata": metadata, "ContentType": content_type}
         if self.settings.storage_class:
             extra["StorageClass"] = self.settings.storage_class
+        return extra | self._encryption()
+
+    def _encryption(self) -> dict:
+        """use_sse: every write asks for server-side encryption (a copy too: S3 does not
+        carry the source's over, and bucket policies may refuse writes without it)."""
+        extra = {}
+        if self.settings.sse:
+            extra["ServerSideEncryption"] = self.settings.sse
+        if self.settings.sse_kms_key:
+            extra["SSEKMSKeyId"] = self.settings.sse_kms_key
         return extra
 
     def put(self, key: str, body: bytes, metadata: dict[str, str], content_type: str) -> None:
@@ -688,8 +707,10 @@ class Backend:
             if metadata is not None:
                 extra = self._extra(metadata, content_type or "application/octet-stream")
                 extra["MetadataDirective"] = "REPLACE"
-            elif self.settings.storage_class:
-                extra["StorageClass"] = self.settings.storage_class
+            else:
+                if self.settings.storage_class:
+                    extra["StorageClass"] = self.settings.storage_class
+                extra |= self._encryption()
             params = dict(
                 Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}, **extra
             )

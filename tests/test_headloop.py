@@ -5,17 +5,15 @@ every file they HEAD (test_listing_attrs, test_faults)."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import ssl
 import time
 from dataclasses import replace
 
 import pytest
-from s3proxy import DELAY, ERROR_500, SILENCE, S3Proxy
+from s3proxy import DELAY, ERROR_500, SILENCE, S3Proxy, self_signed
 
 from pys3fs.headloop import HeadLoop
-from pys3fs.httpconn import tls_context
+from pys3fs.httpconn import ca_setting, tls_context
 from pys3fs.quickreq import Declined, QuickRequests, head_answer, object_fields
 
 
@@ -92,42 +90,6 @@ def test_closing_declines_what_is_left(s3, bucket, proxy, loop):
         loop.submit("f").result(30)
 
 
-def self_signed(directory) -> tuple[str, str]:
-    """A certificate for 127.0.0.1 and its key (PEM files), its own issuer."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(cert_path), str(key_path)
-
-
 @pytest.fixture
 def tls_proxy(s3_server, tmp_path, monkeypatch):
     """The proxy speaking HTTPS with a self-signed certificate that the loop's
@@ -195,3 +157,20 @@ def test_the_tls_context_is_made_once_per_ca_setting(tmp_path, monkeypatch):
     assert trusted is not system and tls_context() is trusted
     subjects = [c["subject"] for c in trusted.get_ca_certs()]
     assert ((("commonName", "127.0.0.1"),),) in subjects
+
+
+def test_one_ca_setting_for_boto3_and_the_quick_requests(tmp_path, monkeypatch):
+    for variable in ("AWS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(variable, raising=False)
+    system = ssl.get_default_verify_paths().cafile
+    assert ca_setting() == (system or True)  # the system's store, not certifi's copy
+    assert ca_setting(check_certificate=False) is False
+    cert, _ = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    assert ca_setting() == cert
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "bundle.pem"))  # boto3's own variable
+    assert ca_setting() == str(tmp_path / "bundle.pem")
+    unchecked = tls_context(False)
+    assert unchecked.verify_mode == ssl.CERT_NONE and not unchecked.check_hostname
+    assert tls_context(cert).verify_mode == ssl.CERT_REQUIRED
+    assert tls_context(cert) is tls_context(cert)

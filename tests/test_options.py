@@ -313,3 +313,132 @@ def test_default_acl_private_only():
     assert opts("default_acl=private").covered == []
     assert "only private" in refused("default_acl=public-read")
     assert "needs a value" in refused("default_acl")
+
+
+# Every option `s3fs --help` of s3fs-fuse 1.90 (Debian bookworm's) lists, with a value
+# of the form it documents: an fstab line written for it never meets "unknown option".
+S3FS_1_90_OPTIONS = [
+    "bucket=bkt",
+    "default_acl=private",
+    "retries=3",
+    "tmpdir=/var/tmp",
+    "use_cache=/tmp/c",
+    "check_cache_dir_exist",
+    "del_cache",
+    "storage_class=standard",
+    "use_rrs",
+    "use_sse",
+    "load_sse_c=/k",
+    "public_bucket=1",
+    "passwd_file=/p",
+    "ahbe_conf=/a",
+    "profile=p",
+    "connect_timeout=5",
+    "readwrite_timeout=5",
+    "list_object_max_keys=500",
+    "max_stat_cache_size=10",
+    "stat_cache_expire=5",
+    "stat_cache_interval_expire=5",
+    "enable_noobj_cache",
+    "no_check_certificate",
+    "ssl_verify_hostname=0",
+    "nodnscache",
+    "nosscache",
+    "multireq_max=20",
+    "parallel_count=5",
+    "multipart_size=10",
+    "multipart_copy_size=512",
+    "max_dirty_data=5120",
+    "ensure_diskfree=100",
+    "multipart_threshold=25",
+    "singlepart_copy_limit=512",
+    "host=https://s3.example.com",
+    "servicepath=/",
+    "url=https://s3.example.com",
+    "endpoint=us-east-1",
+    "mp_umask=022",
+    "umask=022",
+    "nomultipart",
+    "ecs",
+    "iam_role=auto",
+    "ibm_iam_auth",
+    "ibm_iam_endpoint=https://iam.example.com",
+    "use_xattr",
+    "noxmlns",
+    "nomixupload",
+    "nocopyapi",
+    "norenameapi",
+    "use_path_request_style",
+    "noua",
+    "cipher_suites=AESGCM",
+    "instance_name=i",
+    "complement_stat",
+    "notsup_compat_dir",
+    "use_session_token",
+    "requester_pays",
+    "mime=/etc/mime.types",
+    "logfile=/tmp/l",
+    "dbglevel=info",
+    "curldbg",
+    "no_time_stamp_msg",
+]
+
+
+@pytest.mark.parametrize("option", S3FS_1_90_OPTIONS)
+def test_every_s3fs_fuse_option_is_known(option):
+    extra = ["no_check_certificate"] if option.startswith("ssl_verify_hostname") else []
+    try:
+        opts(option, *extra)
+    except OptionError as exc:
+        assert "unknown option" not in str(exc)
+        assert option.partition("=")[0] in str(exc)
+
+
+@pytest.mark.parametrize(
+    "value, sse, key",
+    [
+        ("use_sse", "AES256", None),
+        ("use_sse=1", "AES256", None),
+        ("use_sse=AES256", "AES256", None),
+        ("use_sse=kmsid", "aws:kms", None),
+        ("use_sse=kmsid:alias/mine", "aws:kms", "alias/mine"),
+        ("use_sse=k:1234abcd-12ab", "aws:kms", "1234abcd-12ab"),
+        ("use_sse=0", None, None),
+    ],
+)
+def test_use_sse_forms(value, sse, key):
+    built = opts(value)
+    assert (built.sse, built.sse_kms_key) == (sse, key)
+
+
+@pytest.mark.parametrize("value", ["use_sse=custom", "use_sse=c:/etc/keys", "use_sse=rot13"])
+def test_use_sse_forms_not_supported(value):
+    assert "use_sse" in refused(value)
+
+
+def test_certificate_and_host_name_checks():
+    assert opts().check_certificate and opts().verify_hostname
+    assert not opts("no_check_certificate").check_certificate
+    assert opts("ssl_verify_hostname=2").verify_hostname
+    built = opts("no_check_certificate", "ssl_verify_hostname=0")
+    assert not built.check_certificate and not built.verify_hostname
+    # boto3 cannot skip the name check alone: refused rather than silently weakened
+    assert "needs no_check_certificate" in refused("ssl_verify_hostname=0")
+    assert "ssl_verify_hostname" in refused("ssl_verify_hostname=yes")
+
+
+def test_older_s3fs_names_for_the_endpoint():
+    assert opts("host=https://s3.example.com").url == "https://s3.example.com"
+    assert opts("servicepath=/").url is None
+    assert "servicepath" in refused("servicepath=/api")
+    assert "option host" in refused("host=s3.example.com")
+
+
+def test_cache_placement_options():
+    built = opts("tmpdir=/var/tmp")
+    assert built.resolved_cache_dir() == f"/var/tmp/pys3fs-{os.getuid()}"
+    assert opts("tmpdir=/var/tmp", "use_cache=/c").resolved_cache_dir() == "/c"
+    assert opts("del_cache").del_cache and not opts().del_cache
+    assert opts("check_cache_dir_exist").check_cache_dir_exist
+    assert opts("mime=/etc/mime.types").mime_file == "/etc/mime.types"
+    assert opts("stat_cache_interval_expire=7").stat_cache_expire == 7

@@ -175,6 +175,22 @@ def test_kill_after_close_before_upload(bucket, mounter, s3, cache, run):
     assert read_file(mnt.path("big.bin")) == big
 
 
+def test_del_cache_keeps_what_the_journal_still_needs(bucket, mounter, s3, cache):
+    """del_cache drops cached data at mount, but never a file still waiting for S3."""
+    s3.put_object(Bucket=bucket, Key="clean", Body=b"only cached")
+    mnt = mounter(bucket, "writeback", NEVER, f"use_cache={cache}")
+    assert read_file(mnt.path("clean")) == b"only cached"
+    data = payload(200_000, seed=9)
+    write_file(mnt.path("unsent.bin"), data)
+    kill_daemon(mnt)
+    assert not s3_exists(s3, bucket, "unsent.bin")
+
+    mnt = mounter(bucket, "writeback", "del_cache", f"use_cache={cache}", mountpoint=mnt.mountpoint)
+    wait_for(lambda: s3_exists(s3, bucket, "unsent.bin"), what="the recovered upload")
+    assert s3_bytes(s3, bucket, "unsent.bin") == data
+    assert read_file(mnt.path("clean")) == b"only cached"
+
+
 @pytest.mark.parametrize("mode", [(), ("writeback",)], ids=["default", "writeback"])
 def test_kill_mid_write_leaves_no_object_and_no_orphan_upload(bucket, mounter, s3, cache, mode):
     """A file being written when the daemon dies was never closed: no object appears,

@@ -1,0 +1,238 @@
+"""s3fs-fuse options that change what a mount does, through real mounts: HTTPS with a
+certificate of the host's own CA or none checked, server-side encryption, the cache
+directory's placement and clearing, mime types, and the ``-o bucket=`` form.
+
+(test_options pins down how each option is parsed; test_cli the refusals.)
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+
+import pytest
+from conftest import PYS3FS, S3Server, force_unmount, is_mounted
+from s3proxy import S3Proxy, self_signed
+
+MiB = 1024 * 1024
+NO_QUICK = "requests go through boto3 only"  # logged when the quick requests' TLS fails
+
+
+def write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def log_text(mnt) -> str:
+    with open(mnt.logfile, errors="replace") as f:
+        return f.read()
+
+
+# -- HTTPS ---------------------------------------------------------------------------------
+@pytest.fixture
+def https(s3_server, tmp_path, monkeypatch):
+    """The server behind HTTPS with a self-signed certificate (as a private MinIO or Ceph
+    often is): (the proxy, the certificate's PEM file). No CA setting is inherited."""
+    for variable in ("SSL_CERT_FILE", "SSL_CERT_DIR", "AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE"):
+        monkeypatch.delenv(variable, raising=False)
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    proxy = S3Proxy(s3_server.url, tls=context).start()
+    try:
+        yield proxy, cert
+    finally:
+        proxy.stop()
+
+
+def use_files(mnt, s3, bucket) -> None:
+    """What a user does first: write, list with attributes, read back."""
+    write_file(mnt.path("f.txt"), b"over TLS")
+    os.mkdir(mnt.path("d"))
+    write_file(mnt.path("d", "g"), b"g")
+    listing = subprocess.run(
+        ["ls", "-l", mnt.path("d")], capture_output=True, text=True, check=True
+    ).stdout
+    assert " g\n" in listing
+    assert read_file(mnt.path("f.txt")) == b"over TLS"
+    assert s3.get_object(Bucket=bucket, Key="f.txt")["Body"].read() == b"over TLS"
+
+
+def test_an_untrusted_certificate_stops_the_mount_with_one_line(https, mounter, bucket):
+    proxy, _ = https
+    with pytest.raises(RuntimeError) as info:
+        mounter(bucket, server=proxy_server(proxy))
+    assert "TLS certificate of https://127.0.0.1" in str(info.value)
+    assert "not trusted" in str(info.value)
+
+
+def test_no_check_certificate_mounts_a_self_signed_server(https, mounter, bucket, s3):
+    proxy, _ = https
+    mnt = mounter(
+        bucket, "no_check_certificate", "ssl_verify_hostname=0", server=proxy_server(proxy)
+    )
+    use_files(mnt, s3, bucket)
+    assert proxy.total["PUT"] >= 2 and proxy.total["HEAD"] >= 1
+    assert NO_QUICK not in log_text(mnt)  # every request went over the checked-less TLS
+
+
+def test_a_ca_of_the_host_is_trusted_by_every_request(https, mounter, bucket, s3):
+    # A private CA installed on the host (SSL_CERT_FILE here; update-ca-certificates on
+    # a real one) is trusted by boto3 and by the quick requests alike, as by curl.
+    proxy, cert = https
+    env = {**os.environ, "SSL_CERT_FILE": cert}
+    mnt = mounter(bucket, server=proxy_server(proxy), env=env)
+    use_files(mnt, s3, bucket)
+    assert NO_QUICK not in log_text(mnt)
+
+
+def test_aws_ca_bundle_is_trusted_by_every_request(https, mounter, bucket, s3):
+    proxy, cert = https
+    env = {**os.environ, "AWS_CA_BUNDLE": cert}
+    mnt = mounter(bucket, server=proxy_server(proxy), env=env)
+    use_files(mnt, s3, bucket)
+    assert NO_QUICK not in log_text(mnt)
+
+
+def proxy_server(proxy) -> S3Server:
+    return S3Server(url=proxy.url)
+
+
+# -- server-side encryption ----------------------------------------------------------------
+@pytest.fixture
+def sse_server(s3_server):
+    if s3_server.kind != "moto":
+        # (set up for it, RGW ignores SSE-S3 without Vault, and answers NotImplemented to
+        # a copy of an SSE-KMS object, so a rename or chmod could not work either)
+        pytest.skip("Ceph RGW refuses SSE over plain HTTP without a key management service")
+    return s3_server
+
+
+@pytest.mark.parametrize(
+    "option, algorithm, key_id",
+    [("use_sse", "AES256", None), ("use_sse=kmsid:pys3fs-test-key", "aws:kms", "pys3fs-test-key")],
+    ids=["sse-s3", "sse-kms"],
+)
+def test_use_sse_encrypts_every_object_written(
+    sse_server, mounter, bucket, s3, option, algorithm, key_id
+):
+    mnt = mounter(bucket, option, "multipart_size=5")
+    write_file(mnt.path("small"), b"secret")
+    big = os.urandom(11 * MiB)  # three parts
+    write_file(mnt.path("big"), big)
+    os.mkdir(mnt.path("dir"))
+    write_file(mnt.path("dir", "chmodded"), b"x")
+    os.chmod(mnt.path("dir", "chmodded"), 0o600)  # a copy onto itself, new metadata
+    os.rename(mnt.path("small"), mnt.path("moved"))  # a copy, then a delete
+    os.symlink("moved", mnt.path("link"))
+    assert read_file(mnt.path("big")) == big
+    assert read_file(mnt.path("moved")) == b"secret"
+    mnt.unmount()  # the directory's marker object is written by then at the latest
+    for key in ("moved", "big", "dir/", "dir/chmodded", "link"):
+        head = s3.head_object(Bucket=bucket, Key=key)
+        assert head.get("ServerSideEncryption") == algorithm, key
+        if key_id:
+            assert key_id in head.get("SSEKMSKeyId", ""), key
+
+
+# -- the cache directory -------------------------------------------------------------------
+def data_files(cache: str, bucket: str) -> list[str]:
+    data = os.path.join(cache, bucket, "data")
+    if not os.path.isdir(data):
+        return []
+    return sorted(n for n in os.listdir(data) if not n.endswith((".json", ".tmp")))
+
+
+def test_del_cache_drops_cached_data_at_unmount_and_at_mount(mounter, bucket, s3, tmp_path):
+    cache = str(tmp_path / "shared-cache")
+    s3.put_object(Bucket=bucket, Key="f", Body=b"cached bytes")
+
+    mnt = mounter(bucket, f"use_cache={cache}")
+    assert read_file(mnt.path("f")) == b"cached bytes"
+    mnt.unmount()
+    assert len(data_files(cache, bucket)) == 1  # kept for the next mount, by default
+
+    mnt = mounter(bucket, f"use_cache={cache}", "del_cache", mountpoint=mnt.mountpoint)
+    assert data_files(cache, bucket) == []  # dropped at mount
+    assert read_file(mnt.path("f")) == b"cached bytes"
+    write_file(mnt.path("g"), b"written")
+    assert len(data_files(cache, bucket)) == 2
+    mnt.unmount()
+    assert data_files(cache, bucket) == []  # and at unmount
+    assert s3.get_object(Bucket=bucket, Key="g")["Body"].read() == b"written"
+
+
+def test_tmpdir_places_the_default_cache(bucket, s3, tmp_path, s3_server):
+    tmpdir = tmp_path / "elsewhere"
+    tmpdir.mkdir()
+    s3.put_object(Bucket=bucket, Key="f", Body=b"x" * 100)
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    opts = f"url={s3_server.url},use_path_request_style,tmpdir={tmpdir}"  # no use_cache
+    result = subprocess.run(
+        [PYS3FS, bucket, str(mp), "-o", opts], capture_output=True, text=True, timeout=90
+    )
+    try:
+        assert result.returncode == 0, result.stderr
+        assert read_file(str(mp / "f")) == b"x" * 100
+        assert len(data_files(str(tmpdir / f"pys3fs-{os.getuid()}"), bucket)) == 1
+    finally:
+        force_unmount(str(mp))
+
+
+def test_check_cache_dir_exist_refuses_a_missing_cache_dir(bucket, tmp_path, s3_server):
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    missing = tmp_path / "no-such-cache"
+    opts = f"url={s3_server.url},use_path_request_style,use_cache={missing},check_cache_dir_exist"
+    result = subprocess.run(
+        [PYS3FS, bucket, str(mp), "-o", opts], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"pys3fs: cache directory {missing} does not exist (check_cache_dir_exist)"
+    ]
+    assert not is_mounted(str(mp)) and not missing.exists()
+
+
+# -- names and types -----------------------------------------------------------------------
+def test_mime_file_sets_content_types(mounter, bucket, s3, tmp_path):
+    types = tmp_path / "mime.types"
+    types.write_text("application/x-pys3fs-test\tpys3fstest\ntext/x-own-plain\ttxt\n")
+    mnt = mounter(bucket, f"mime={types}")
+    write_file(mnt.path("a.pys3fstest"), b"a")
+    write_file(mnt.path("b.txt"), b"b")
+    write_file(mnt.path("c.html"), b"<p>")  # the system's types still apply
+    names = ("a.pys3fstest", "b.txt", "c.html")
+    content_type = {k: s3.head_object(Bucket=bucket, Key=k)["ContentType"] for k in names}
+    assert content_type == {
+        "a.pys3fstest": "application/x-pys3fs-test",
+        "b.txt": "text/x-own-plain",
+        "c.html": "text/html",
+    }
+
+
+def test_the_bucket_option_form_mounts(bucket, tmp_path, s3_server, s3):
+    # s3fs-fuse's "s3fs MOUNTPOINT -o bucket=NAME" (and so an fstab line written that way)
+    s3.put_object(Bucket=bucket, Key="p/f", Body=b"in the prefix")
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    opts = (
+        f"bucket={bucket}:/p,url={s3_server.url},use_path_request_style,"
+        f"use_cache={tmp_path / 'cache'}"
+    )
+    result = subprocess.run(
+        [PYS3FS, str(mp), "-o", opts], capture_output=True, text=True, timeout=90
+    )
+    try:
+        assert result.returncode == 0, result.stderr
+        assert os.listdir(mp) == ["f"]
+        assert read_file(str(mp / "f")) == b"in the prefix"
+    finally:
+        force_unmount(str(mp))
