@@ -287,6 +287,7 @@ def build_operations(
         conditional_writes=opts.consistency == "strict",
         writeback=opts.writeback,
         writeback_delay=opts.writeback_delay,
+        copy_parts=not opts.nomixupload,
     )
     files = FileTable(backend, data, owner, transfer, on_upload=meta.put, journal=journal)
     keys = KeyMap(opts.prefix)

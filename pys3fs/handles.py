@@ -57,6 +57,7 @@ class TransferSettings:
     conditional_writes: bool = True
     writeback: bool = False  # close returns once the data and its journal record are local
     writeback_delay: float = 0.2  # lets tar's utime after close join the upload
+    copy_parts: bool = True  # nomixupload clears it: unchanged parts are uploaded too
 
 
 class OpenFile:
@@ -95,6 +96,7 @@ class OpenFile:
             self.reader,
             settings.part_size,
             settings.threads,
+            copy_parts=settings.copy_parts,
         )
         self.writer.on_start = self._upload_started
 

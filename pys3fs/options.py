@@ -57,7 +57,6 @@ S3FS_UNSUPPORTED = {
     "requester_pays": "requester-pays buckets are not supported",
     "use_xattr": "extended attributes are not stored",
     "enable_content_md5": "uploads carry no Content-MD5 header",
-    "nomixupload": "unchanged parts of a big file are always copied server-side",
     "ahbe_conf": "no extra HTTP headers by file extension",
     "cipher_suites": "TLS ciphers are OpenSSL's defaults",
     "ibm_iam_auth": "IBM IAM credentials are not supported",
@@ -169,6 +168,7 @@ class MountOptions:
     sse: str | None = None  # use_sse: "AES256" or "aws:kms"
     sse_kms_key: str | None = None
     del_cache: bool = False
+    nomixupload: bool = False
     tmpdir: str | None = None
     check_cache_dir_exist: bool = False
     mime_file: str | None = None
@@ -380,6 +380,7 @@ _HANDLERS = {
     "ssl_verify_hostname": _set_verify_hostname,
     "use_sse": _set_sse,
     "del_cache": _set("del_cache", _flag),
+    "nomixupload": _set("nomixupload", _flag),
     "tmpdir": _set("tmpdir", _text),
     "check_cache_dir_exist": _set("check_cache_dir_exist", _flag),
     "mime": _set("mime_file", _text),

@@ -360,9 +360,13 @@ class Writer:
         reader: Reader,
         part_size: int,
         max_inflight: int,
+        copy_parts: bool = True,
     ) -> None:
         self.backend, self.pool, self.cf, self.reader = backend, pool, cf, reader
         self.part_size = part_size
+        # unchanged parts of the old object are copied server-side (UploadPartCopy);
+        # nomixupload, for servers without it, fetches and uploads them instead
+        self.copy_parts = copy_parts
         self.max_inflight = max_inflight
         self.upload: Upload | None = None
         self.generations: dict[int, int] = {}
@@ -527,7 +531,7 @@ class Writer:
                 continue
             with cf.lock:
                 clean = not cf.dirty.overlaps(start, end) and end <= cf.remote_limit
-            if clean and cf.etag is not None:
+            if clean and cf.etag is not None and self.copy_parts:
                 jobs[k + 1] = self.pool.submit(
                     self.backend.upload_part_copy, cf.key, upload.upload_id, k + 1, start, end
                 )

@@ -295,6 +295,22 @@ def test_small_overwrite_in_a_large_object_copies_unchanged_parts(s3, bucket, mo
     assert s3_bytes(s3, bucket, "large.bin") == bytes(data)
 
 
+def test_nomixupload_uploads_unchanged_parts_instead_of_copying_them(s3, bucket, mounter):
+    # for servers without UploadPartCopy: the old bytes are fetched and sent again
+    data = bytearray(put_random(s3, bucket, "large.bin", 24 * MiB))
+    mnt = mounter(bucket, "multipart_size=8", "nomixupload")
+    os.stat(mnt.path("large.bin"))
+    before = stats(mnt)
+    with open(mnt.path("large.bin"), "r+b") as f:
+        f.seek(10 * MiB)
+        f.write(b"P" * 4096)
+    after = stats(mnt)
+    data[10 * MiB : 10 * MiB + 4096] = b"P" * 4096
+    assert delta(before, after, "COPY") == 0
+    assert delta(before, after, "GET") >= 1  # the unchanged bytes came from S3
+    assert s3_bytes(s3, bucket, "large.bin") == bytes(data)
+
+
 def test_append_to_a_large_object_keeps_its_start_server_side(s3, bucket, mounter):
     data = put_random(s3, bucket, "log.bin", 24 * MiB)
     mnt = mounter(bucket, "multipart_size=8")
