@@ -37,6 +37,9 @@ class Entry:
     content_type: str | None = None
     marker: bool = False  # a directory with a ``dir/`` marker object
     symlink_target: str | None = None
+    # user metadata pys3fs does not write itself (another tool's tags, s3fs-fuse's
+    # xattr): JSON, written back with every rewrite so that a chmod loses none of it
+    extra: str | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -83,6 +86,7 @@ def entry_from_object(info: ObjectInfo, as_dir: bool = False) -> Entry:
         content_type=info.content_type,
         marker=is_dir and info.key.endswith("/"),
         symlink_target=meta.symlink_target,
+        extra=metadata.foreign(info.metadata),
     )
 
 
@@ -104,15 +108,20 @@ def implicit_dir(mtime_ns: int = 0) -> Entry:
     return Entry(mode=stat.S_IFDIR | 0o755, mtime_ns=mtime_ns, ctime_ns=mtime_ns, atime_ns=mtime_ns)
 
 
-def encode_entry(entry: Entry, uid: int, gid: int) -> dict[str, str]:
-    """s3fs-fuse metadata for an entry; owner defaults to the mounting user."""
-    return metadata.encode(
+def encode_entry(entry: Entry, uid: int, gid: int, new_data: bool = False) -> dict[str, str]:
+    """s3fs-fuse metadata for an entry (owner defaults to the mounting user), with the
+    other user metadata the object had. ``new_data``: the bytes changed, so what
+    describes the old ones (rclone's md5chksum) is dropped."""
+    own = metadata.encode(
         entry.mode,
         entry.uid if entry.uid is not None else uid,
         entry.gid if entry.gid is not None else gid,
         entry.mtime_ns,
         entry.ctime_ns,
     )
+    if not entry.extra:
+        return own
+    return metadata.with_foreign(own, entry.extra, new_data)
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,7 @@ def client_settings(opts: MountOptions, quick: bool = False) -> ClientSettings:
         verify=ca_setting(opts.check_certificate),
         sse=opts.sse,
         sse_kms_key=opts.sse_kms_key,
+        content_md5=opts.content_md5,
     )
 
 
@@ -323,6 +324,7 @@ def build_operations(
         strict_open=opts.consistency == "strict",
         on_ready=lambda: ready(opts),
         on_exit=data.close,
+        use_xattr=opts.use_xattr,
     )
 
 

@@ -66,6 +66,7 @@ class S3Operations(Operations):
         strict_open: bool = True,
         on_ready=None,
         on_exit=None,
+        use_xattr: bool = False,
     ) -> None:
         self.ns = namespace
         self.files = files
@@ -73,6 +74,7 @@ class S3Operations(Operations):
         self.keys = keys
         self.read_only = read_only
         self.strict_open = strict_open
+        self.use_xattr = use_xattr  # user.* attributes kept in S3 (s3fs-fuse's format)
         self.on_ready = on_ready
         self.on_exit = on_exit
         self.open_dirs = OpenDirs()
@@ -135,7 +137,7 @@ class S3Operations(Operations):
             times = (t, t)
         self.ns.set_attrs(path, atime_ns=times[0], mtime_ns=times[1], ctime_ns=now_ns())
 
-    # -- extended attributes: only pys3fs's own control attributes ----------------------
+    # -- extended attributes: pys3fs's control attributes; user.* ones with use_xattr ----
     def getxattr(self, path, name, position=0):
         if path == "/" and name == STATS_XATTR:
             return self.files.backend.stats.to_json()
@@ -146,20 +148,28 @@ class S3Operations(Operations):
             # ACLs and security labels are not supported: `ls -l` asks for both on every
             # entry, and stops asking on a filesystem that says ENOTSUP once.
             raise FuseOSError(errno.ENOTSUP)
-        raise FuseOSError(errno.ENODATA)
+        value = self.ns.xattrs(path).get(name) if self.use_xattr else None
+        if value is None:
+            raise FuseOSError(errno.ENODATA)
+        return value
 
     def listxattr(self, path):
-        return []  # the control attributes are read by name, never copied by cp -a
+        # the control attributes are read by name, never copied by cp -a
+        return list(self.ns.xattrs(path)) if self.use_xattr else []
 
     def setxattr(self, path, name, value, options, position=0):
         if name == INVALIDATE_XATTR:
             self.ns.lookup(path)
             self.ns.invalidate(path)
             return
-        raise FuseOSError(errno.ENOTSUP)
+        if not (self.use_xattr and name.startswith("user.")):
+            raise FuseOSError(errno.ENOTSUP)
+        self.ns.set_xattr(path, name, bytes(value), options)
 
     def removexattr(self, path, name):
-        raise FuseOSError(errno.ENOTSUP)
+        if not (self.use_xattr and name.startswith("user.")):
+            raise FuseOSError(errno.ENOTSUP)
+        self.ns.set_xattr(path, name, None)
 
     def statfs(self, path):
         blocks = 1 << 40

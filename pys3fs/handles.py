@@ -134,7 +134,7 @@ class OpenFile:
         ctype = self.entry.content_type or metadata.content_type_for(
             self.path or self.key, self.entry.mode
         )
-        return encode_entry(self.entry, owner.uid, owner.gid), ctype
+        return encode_entry(self.entry, owner.uid, owner.gid, new_data=True), ctype
 
     # -- journal -------------------------------------------------------------------------
     def record(self, closed: bool) -> Record:

@@ -9,6 +9,7 @@ Everything read from a bucket is untrusted input, so nothing here raises on bad 
 that cannot be understood is treated as absent and reported with a warning that names the header.
 """
 
+import base64
 import json
 import logging
 import mimetypes
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 log = logging.getLogger("pys3fs.metadata")
 
@@ -286,6 +287,67 @@ def encode(
     if atime_ns is not None:
         result["atime"] = format_time(atime_ns)
     return result
+
+
+# keys pys3fs writes itself (an old atime is not carried over: pys3fs writes none)
+OWN_KEYS = frozenset({"mode", "uid", "gid", "mtime", "ctime", "atime"})
+DATA_KEYS = frozenset({"md5chksum"})  # describe the bytes: stale once they change
+
+
+def foreign(metadata: Mapping[str, str] | None) -> str | None:
+    """The user metadata pys3fs does not write itself, as JSON (None when there is
+    none): kept with the entry and written back by every metadata rewrite."""
+    if not metadata:
+        return None
+    rest = {
+        str(key).lower(): value
+        for key, value in metadata.items()
+        if str(key).lower() not in OWN_KEYS and isinstance(value, str)
+    }
+    return json.dumps(rest, sort_keys=True) if rest else None
+
+
+def with_foreign(own: dict[str, str], extra: str, new_data: bool = False) -> dict[str, str]:
+    """``own`` (pys3fs's keys) plus the kept ``extra`` ones; pys3fs's win."""
+    try:
+        kept = json.loads(extra)
+    except ValueError:
+        return own
+    if not isinstance(kept, dict):
+        return own
+    drop = OWN_KEYS | (DATA_KEYS if new_data else frozenset())
+    merged = {k: v for k, v in kept.items() if isinstance(v, str) and k not in drop}
+    return merged | own
+
+
+XATTR_KEY = "xattr"
+
+
+def xattrs_of(extra: str | None) -> dict[str, bytes]:
+    """Extended attributes as s3fs-fuse's ``use_xattr`` stores them in the ``xattr``
+    key: URL-encoded JSON of name -> base64 value. Unreadable: none."""
+    try:
+        text = json.loads(extra or "{}").get(XATTR_KEY)
+        table = json.loads(unquote(text)) if isinstance(text, str) else {}
+        return {str(k): base64.b64decode(v) for k, v in table.items() if isinstance(v, str)}
+    except (ValueError, TypeError, AttributeError):
+        log.warning("ignoring an unreadable xattr header")
+        return {}
+
+
+def with_xattrs(extra: str | None, xattrs: dict[str, bytes]) -> str | None:
+    """``extra`` with its ``xattr`` key rewritten (dropped when there is none left)."""
+    try:
+        kept = json.loads(extra or "{}")
+    except ValueError:
+        kept = {}
+    if not isinstance(kept, dict):
+        kept = {}
+    kept.pop(XATTR_KEY, None)
+    if xattrs:
+        table = {k: base64.b64encode(v).decode() for k, v in sorted(xattrs.items())}
+        kept[XATTR_KEY] = quote(json.dumps(table, separators=(",", ":")), safe="")
+    return json.dumps(kept, sort_keys=True) if kept else None
 
 
 def content_type_for(path: str, mode: int) -> str:

@@ -35,7 +35,9 @@ FIELDS = (
     "content_type",
     "marker",
     "symlink_target",
+    "extra",
 )
+TABLE = "entries_v2"  # the columns above; older tables are dropped
 
 
 # Whole seconds on both sides, plus one for a rewrite landing between the server reading
@@ -65,8 +67,9 @@ class MetaIndex:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=OFF")
             columns = ", ".join(f"{name}" for name in FIELDS)
+            db.execute("DROP TABLE IF EXISTS entries")  # before "extra": lost metadata
             db.execute(
-                f"CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, etag TEXT, "
+                f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT PRIMARY KEY, etag TEXT, "
                 f"modified INTEGER, {columns})"
             )
             self._db = db
@@ -79,7 +82,7 @@ class MetaIndex:
         with self._lock:
             try:
                 row = self._db.execute(
-                    f"SELECT {', '.join(FIELDS)} FROM entries "
+                    f"SELECT {', '.join(FIELDS)} FROM {TABLE} "
                     "WHERE key = ? AND etag = ? AND modified = ?",
                     (key, etag, modified_ns),
                 ).fetchone()
@@ -104,7 +107,7 @@ class MetaIndex:
                 for start in range(0, len(keys), 500):  # SQLite's limit on parameters
                     chunk = keys[start : start + 500]
                     rows += self._db.execute(
-                        f"SELECT key, etag, modified, {', '.join(FIELDS)} FROM entries "
+                        f"SELECT key, etag, modified, {', '.join(FIELDS)} FROM {TABLE} "
                         f"WHERE key IN ({', '.join('?' * len(chunk))})",
                         chunk,
                     ).fetchall()
@@ -136,7 +139,7 @@ class MetaIndex:
         marks = ", ".join("?" * (3 + len(FIELDS)))
         with self._lock:
             try:
-                self._db.executemany(f"INSERT OR REPLACE INTO entries VALUES ({marks})", rows)
+                self._db.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES ({marks})", rows)
             except sqlite3.Error as exc:
                 log.debug("metadata index write failed: %s", exc)
 

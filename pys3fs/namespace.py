@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import io
 import logging
+import os
 import stat
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from fuse import FuseOSError
 
+from . import metadata
 from .attrs import Entry, encode_entry, entry_from_object, implicit_dir, now_ns
 from .cache import DeferredAttrs, Hint, MetaCache
 from .dirqueue import PendingDirs
@@ -513,6 +515,33 @@ class Namespace:
         if of is not None:
             with of.lock:
                 of.entry = of.entry.copy(**changes, etag=etag)
+
+    # -- extended attributes (use_xattr) -------------------------------------------------
+    def _current(self, path: str) -> Entry:
+        """``path``'s entry, an open file's own while it is open (it may not be in S3)."""
+        of = self.files.lookup(path)
+        return of.entry if of is not None else self.lookup(path)
+
+    def xattrs(self, path: str) -> dict[str, bytes]:
+        """``path``'s user.* attributes, kept in its metadata as s3fs-fuse keeps them."""
+        return metadata.xattrs_of(self._current(path).extra)
+
+    def set_xattr(self, path: str, name: str, value: bytes | None, flags: int = 0) -> None:
+        """setxattr(2) (``value`` None: removexattr), written like a chmod."""
+        entry = self._current(path)
+        current = metadata.xattrs_of(entry.extra)
+        if value is None and name not in current:
+            raise FuseOSError(errno.ENODATA)
+        if flags & os.XATTR_CREATE and name in current:
+            raise FuseOSError(errno.EEXIST)
+        if flags & os.XATTR_REPLACE and name not in current:
+            raise FuseOSError(errno.ENODATA)
+        if value is None:
+            del current[name]
+        else:
+            current[name] = value
+        extra = metadata.with_xattrs(entry.extra, current)
+        self.set_attrs(path, extra=extra, ctime_ns=now_ns())
 
     # -- rename --------------------------------------------------------------------------
     def rename(self, old: str, new: str) -> None:

@@ -55,8 +55,6 @@ S3FS_UNSUPPORTED = {
     "sigv2": "only SigV4 signing is supported",
     "load_sse_c": "SSE-C (keys of the customer's own) is not supported",
     "requester_pays": "requester-pays buckets are not supported",
-    "use_xattr": "extended attributes are not stored",
-    "enable_content_md5": "uploads carry no Content-MD5 header",
     "ahbe_conf": "no extra HTTP headers by file extension",
     "cipher_suites": "TLS ciphers are OpenSSL's defaults",
     "ibm_iam_auth": "IBM IAM credentials are not supported",
@@ -169,6 +167,8 @@ class MountOptions:
     sse_kms_key: str | None = None
     del_cache: bool = False
     nomixupload: bool = False
+    content_md5: bool = False
+    use_xattr: bool = False
     tmpdir: str | None = None
     check_cache_dir_exist: bool = False
     mime_file: str | None = None
@@ -381,6 +381,8 @@ _HANDLERS = {
     "use_sse": _set_sse,
     "del_cache": _set("del_cache", _flag),
     "nomixupload": _set("nomixupload", _flag),
+    "enable_content_md5": _set("content_md5", _flag),
+    "use_xattr": _set("use_xattr", _flag),
     "tmpdir": _set("tmpdir", _text),
     "check_cache_dir_exist": _set("check_cache_dir_exist", _flag),
     "mime": _set("mime_file", _text),

@@ -7,7 +7,9 @@ multipart uploads and copies need no thread code here.
 
 from __future__ import annotations
 
+import base64
 import errno
+import hashlib
 import http.client
 import io
 import logging
@@ -109,6 +111,7 @@ class ClientSettings:
     verify: bool | str = True
     sse: str | None = None  # use_sse: "AES256" (SSE-S3) or "aws:kms"
     sse_kms_key: str | None = None  # use_sse=kmsid:ID
+    content_md5: bool = False  # enable_content_md5: every PUT and part carries its MD5
 
 
 def norm_etag(etag: str | None) -> str | None:
@@ -301,6 +304,17 @@ def make_client(settings: ClientSettings):
     )
     _speed_up_listings(client)
     return client
+
+
+def content_md5(body) -> str:
+    """Content-MD5 of a seekable body (read a megabyte at a time, then rewound), so the
+    server refuses bytes that changed on the way (enable_content_md5)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    body.seek(0)
+    while chunk := body.read(1 << 20):
+        digest.update(chunk)
+    body.seek(0)
+    return base64.b64encode(digest.digest()).decode()
 
 
 def _head_info(key: str, headers: dict[str, str] | None) -> ObjectInfo | None:
@@ -583,6 +597,8 @@ class Backend:
         quotes), so a refusal while HEAD still shows the expected ETag retries once
         with the other form and remembers it."""
         kwargs = dict(Bucket=self.bucket, Key=key, **self._extra(metadata, content_type))
+        if self.settings.content_md5:
+            kwargs["ContentMD5"] = content_md5(body)
         if cond is not None and cond.absent:
             kwargs["IfNoneMatch"] = "*"
         elif cond is not None and cond.etag:
@@ -645,8 +661,9 @@ class Backend:
         return resp["UploadId"]
 
     def upload_part(self, key: str, upload_id: str, number: int, body) -> str:
+        extra = {"ContentMD5": content_md5(body)} if self.settings.content_md5 else {}
         resp = self.client.upload_part(
-            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body, **extra
         )
         return resp["ETag"]
 

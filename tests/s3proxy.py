@@ -68,6 +68,7 @@ class S3Proxy:
         self.target_host, self.target_port = parts.hostname, parts.port or 80
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
+        self.puts: list[tuple[str, dict[str, str]]] = []  # every PUT's path and headers
         self.in_flight: Counter[str] = Counter()
         self.max_in_flight: Counter[str] = Counter()
         self.total: Counter[str] = Counter()
@@ -230,6 +231,9 @@ def _handler(proxy: S3Proxy) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             fault = proxy._choose(self.command)
+            if self.command == "PUT":
+                with proxy._lock:
+                    proxy.puts.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
             try:
                 quoted = '"' in self.headers.get("If-Match", "")
                 if proxy.unquoted_if_match and self.command == "PUT" and quoted:

@@ -432,3 +432,40 @@ def test_metadata_written_by_pys3fs_reads_back_in_a_new_mount(s3, bucket, mounte
     assert after.st_mode == stat.S_IFREG | 0o640
     assert after.st_mtime_ns == before.st_mtime_ns == 1600000000 * S + 7
     assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid)
+
+
+# -- what pys3fs rewrites keeps what other tools wrote -------------------------------------
+OTHERS = {
+    "app-tag": "keep-me",  # an application's own tag
+    "xattr": "%7B%22user.origin%22%3A%22czNmcw%3D%3D%22%7D",  # s3fs-fuse use_xattr
+    "btime": "2020-01-02T03:04:05Z",  # rclone's birth time
+    "md5chksum": "XrY7u+Ae7tCTyyK7j1rNww==",  # rclone's MD5 of the bytes
+}
+
+
+def test_attribute_changes_keep_other_tools_metadata(mounter, s3, bucket, tmp_path):
+    put(s3, bucket, "f", b"hello world", Metadata={"mode": "33188", **OTHERS})
+    cache = f"use_cache={tmp_path / 'kept'}"
+    mnt = mounter(bucket, cache)
+    os.chmod(mnt.path("f"), 0o600)
+    os.utime(mnt.path("f"), (1_600_000_000, 1_600_000_000))
+    meta = s3.head_object(Bucket=bucket, Key="f")["Metadata"]
+    assert {k: meta.get(k) for k in OTHERS} == OTHERS
+    assert int(meta["mode"]) == stat.S_IFREG | 0o600
+    mnt.unmount()
+    # a remount that knows the entry from its metadata index, not from a HEAD
+    mnt = mounter(bucket, cache, mountpoint=mnt.mountpoint)
+    assert perms(os.stat(mnt.path("f"))) == 0o600
+    os.chmod(mnt.path("f"), 0o640)
+    meta = s3.head_object(Bucket=bucket, Key="f")["Metadata"]
+    assert {k: meta.get(k) for k in OTHERS} == OTHERS
+    assert int(meta["mode"]) == stat.S_IFREG | 0o640
+
+
+def test_new_bytes_keep_other_tools_metadata_but_not_a_checksum_of_the_old(mnt, s3, bucket):
+    put(s3, bucket, "f", b"hello world", Metadata={"mode": "33188", **OTHERS})
+    with open(mnt.path("f"), "r+b") as f:
+        f.write(b"HELLO")
+    meta = s3.head_object(Bucket=bucket, Key="f")["Metadata"]
+    assert {k: meta.get(k) for k in OTHERS} == {**OTHERS, "md5chksum": None}
+    assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"HELLO world"

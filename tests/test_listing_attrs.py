@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import time
@@ -12,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from pys3fs.attrs import Entry
 from pys3fs.cache import DeferredAttrs
-from pys3fs.metaindex import SETTLE, settled
+from pys3fs.metaindex import SETTLE, MetaIndex, settled
 from pys3fs.s3client import ObjectInfo
 
 
@@ -229,3 +231,19 @@ def test_deferred_heads_keep_a_bounded_number_of_names():
     deferred.add("/c", listed("/c", 8))  # one directory over the limit is kept whole
     assert deferred.start("/c/f7", 1, submit) is not None
     assert started == ["/b/f0", "/b/f1", "/b/f2", "/c/f7"]
+
+
+def test_an_index_of_an_older_layout_is_replaced(tmp_path):
+    # a cache directory from before the "extra" column: its index is dropped, not
+    # left failing every lookup
+    path = str(tmp_path / "index.db")
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, etag TEXT, modified INTEGER, mode)")
+    old.commit()
+    old.close()
+    index = MetaIndex(path)
+    entry = Entry(mode=stat.S_IFREG | 0o600, size=5, etag='"e"', extra='{"app-tag": "x"}')
+    index.put_many([("k", 7, entry)])
+    assert index.get("k", '"e"', 7) == entry
+    assert index.get_many([("k", '"e"', 7, 5)])["k"] == entry
+    index.close()

@@ -644,3 +644,44 @@ def test_content_type_for_compressed_file_names_the_compression() -> None:
 
 def test_symlink_target_key_matches_geesefs_header() -> None:
     assert "x-amz-meta-" + metadata.SYMLINK_TARGET_KEY == "x-amz-meta---symlink-target"
+
+
+# -- other tools' metadata and s3fs-fuse's xattr header ------------------------------------
+def test_foreign_metadata_is_everything_pys3fs_does_not_write():
+    meta = {
+        "mode": "33188",
+        "uid": "0",
+        "mtime": "1",
+        "atime": "1",
+        "App-Tag": "x",
+        "xattr": "%7B%7D",
+    }
+    assert json.loads(metadata.foreign(meta)) == {"app-tag": "x", "xattr": "%7B%7D"}
+    assert metadata.foreign({"mode": "33188"}) is None
+    assert metadata.foreign(None) is None
+
+
+def test_foreign_metadata_is_merged_under_pys3fs_own():
+    own = {"mode": "33152", "uid": "0", "gid": "0", "mtime": "2", "ctime": "2"}
+    extra = json.dumps({"mode": "1", "app-tag": "x", "md5chksum": "abc", "atime": "0"})
+    assert metadata.with_foreign(own, extra) == {**own, "app-tag": "x", "md5chksum": "abc"}
+    assert metadata.with_foreign(own, extra, new_data=True) == {**own, "app-tag": "x"}
+    assert metadata.with_foreign(own, "not json") == own
+
+
+def test_xattrs_round_trip_in_s3fs_fuse_format():
+    extra = metadata.with_xattrs(
+        json.dumps({"app-tag": "x"}), {"user.a": b"\x00\xff", "user.b": b""}
+    )
+    assert json.loads(extra)["app-tag"] == "x"
+    assert metadata.xattrs_of(extra) == {"user.a": b"\x00\xff", "user.b": b""}
+    # s3fs-fuse's own encoding of {"user.k": base64("v")}
+    s3fs = json.dumps({"xattr": "%7B%22user.k%22%3A%22dg%3D%3D%22%7D"})
+    assert metadata.xattrs_of(s3fs) == {"user.k": b"v"}
+    assert metadata.with_xattrs(extra, {}) == json.dumps({"app-tag": "x"})
+    assert metadata.with_xattrs(None, {}) is None
+
+
+def test_an_unreadable_xattr_header_means_no_attributes(caplog):
+    assert metadata.xattrs_of(json.dumps({"xattr": "%7Bnot json"})) == {}
+    assert metadata.xattrs_of(None) == {}

@@ -7,9 +7,15 @@ directory's placement and clearing, mime types, and the ``-o bucket=`` form.
 
 from __future__ import annotations
 
+import base64
+import errno
+import hashlib
+import json
 import os
 import ssl
 import subprocess
+from pathlib import Path
+from urllib.parse import quote, unquote
 
 import pytest
 from conftest import PYS3FS, S3Server, force_unmount, is_mounted
@@ -17,16 +23,6 @@ from s3proxy import S3Proxy, self_signed
 
 MiB = 1024 * 1024
 NO_QUICK = "requests go through boto3 only"  # logged when the quick requests' TLS fails
-
-
-def write_file(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-
-
-def read_file(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def log_text(mnt) -> str:
@@ -53,14 +49,14 @@ def https(s3_server, tmp_path, monkeypatch):
 
 def use_files(mnt, s3, bucket) -> None:
     """What a user does first: write, list with attributes, read back."""
-    write_file(mnt.path("f.txt"), b"over TLS")
+    Path(mnt.path("f.txt")).write_bytes(b"over TLS")
     os.mkdir(mnt.path("d"))
-    write_file(mnt.path("d", "g"), b"g")
+    Path(mnt.path("d", "g")).write_bytes(b"g")
     listing = subprocess.run(
         ["ls", "-l", mnt.path("d")], capture_output=True, text=True, check=True
     ).stdout
     assert " g\n" in listing
-    assert read_file(mnt.path("f.txt")) == b"over TLS"
+    assert Path(mnt.path("f.txt")).read_bytes() == b"over TLS"
     assert s3.get_object(Bucket=bucket, Key="f.txt")["Body"].read() == b"over TLS"
 
 
@@ -82,20 +78,13 @@ def test_no_check_certificate_mounts_a_self_signed_server(https, mounter, bucket
     assert NO_QUICK not in log_text(mnt)  # every request went over the checked-less TLS
 
 
-def test_a_ca_of_the_host_is_trusted_by_every_request(https, mounter, bucket, s3):
+@pytest.mark.parametrize("variable", ["SSL_CERT_FILE", "AWS_CA_BUNDLE"])
+def test_a_ca_of_the_host_is_trusted_by_every_request(https, mounter, bucket, s3, variable):
     # A private CA installed on the host (SSL_CERT_FILE here; update-ca-certificates on
-    # a real one) is trusted by boto3 and by the quick requests alike, as by curl.
+    # a real one), or boto3's own AWS_CA_BUNDLE, is trusted by boto3 and by the quick
+    # requests alike, as by curl.
     proxy, cert = https
-    env = {**os.environ, "SSL_CERT_FILE": cert}
-    mnt = mounter(bucket, server=proxy_server(proxy), env=env)
-    use_files(mnt, s3, bucket)
-    assert NO_QUICK not in log_text(mnt)
-
-
-def test_aws_ca_bundle_is_trusted_by_every_request(https, mounter, bucket, s3):
-    proxy, cert = https
-    env = {**os.environ, "AWS_CA_BUNDLE": cert}
-    mnt = mounter(bucket, server=proxy_server(proxy), env=env)
+    mnt = mounter(bucket, server=proxy_server(proxy), env={**os.environ, variable: cert})
     use_files(mnt, s3, bucket)
     assert NO_QUICK not in log_text(mnt)
 
@@ -123,16 +112,16 @@ def test_use_sse_encrypts_every_object_written(
     sse_server, mounter, bucket, s3, option, algorithm, key_id
 ):
     mnt = mounter(bucket, option, "multipart_size=5")
-    write_file(mnt.path("small"), b"secret")
+    Path(mnt.path("small")).write_bytes(b"secret")
     big = os.urandom(11 * MiB)  # three parts
-    write_file(mnt.path("big"), big)
+    Path(mnt.path("big")).write_bytes(big)
     os.mkdir(mnt.path("dir"))
-    write_file(mnt.path("dir", "chmodded"), b"x")
+    Path(mnt.path("dir", "chmodded")).write_bytes(b"x")
     os.chmod(mnt.path("dir", "chmodded"), 0o600)  # a copy onto itself, new metadata
     os.rename(mnt.path("small"), mnt.path("moved"))  # a copy, then a delete
     os.symlink("moved", mnt.path("link"))
-    assert read_file(mnt.path("big")) == big
-    assert read_file(mnt.path("moved")) == b"secret"
+    assert Path(mnt.path("big")).read_bytes() == big
+    assert Path(mnt.path("moved")).read_bytes() == b"secret"
     mnt.unmount()  # the directory's marker object is written by then at the latest
     for key in ("moved", "big", "dir/", "dir/chmodded", "link"):
         head = s3.head_object(Bucket=bucket, Key=key)
@@ -154,14 +143,14 @@ def test_del_cache_drops_cached_data_at_unmount_and_at_mount(mounter, bucket, s3
     s3.put_object(Bucket=bucket, Key="f", Body=b"cached bytes")
 
     mnt = mounter(bucket, f"use_cache={cache}")
-    assert read_file(mnt.path("f")) == b"cached bytes"
+    assert Path(mnt.path("f")).read_bytes() == b"cached bytes"
     mnt.unmount()
     assert len(data_files(cache, bucket)) == 1  # kept for the next mount, by default
 
     mnt = mounter(bucket, f"use_cache={cache}", "del_cache", mountpoint=mnt.mountpoint)
     assert data_files(cache, bucket) == []  # dropped at mount
-    assert read_file(mnt.path("f")) == b"cached bytes"
-    write_file(mnt.path("g"), b"written")
+    assert Path(mnt.path("f")).read_bytes() == b"cached bytes"
+    Path(mnt.path("g")).write_bytes(b"written")
     assert len(data_files(cache, bucket)) == 2
     mnt.unmount()
     assert data_files(cache, bucket) == []  # and at unmount
@@ -180,7 +169,7 @@ def test_tmpdir_places_the_default_cache(bucket, s3, tmp_path, s3_server):
     )
     try:
         assert result.returncode == 0, result.stderr
-        assert read_file(str(mp / "f")) == b"x" * 100
+        assert (mp / "f").read_bytes() == b"x" * 100
         assert len(data_files(str(tmpdir / f"pys3fs-{os.getuid()}"), bucket)) == 1
     finally:
         force_unmount(str(mp))
@@ -206,9 +195,9 @@ def test_mime_file_sets_content_types(mounter, bucket, s3, tmp_path):
     types = tmp_path / "mime.types"
     types.write_text("application/x-pys3fs-test\tpys3fstest\ntext/x-own-plain\ttxt\n")
     mnt = mounter(bucket, f"mime={types}")
-    write_file(mnt.path("a.pys3fstest"), b"a")
-    write_file(mnt.path("b.txt"), b"b")
-    write_file(mnt.path("c.html"), b"<p>")  # the system's types still apply
+    Path(mnt.path("a.pys3fstest")).write_bytes(b"a")
+    Path(mnt.path("b.txt")).write_bytes(b"b")
+    Path(mnt.path("c.html")).write_bytes(b"<p>")  # the system's types still apply
     names = ("a.pys3fstest", "b.txt", "c.html")
     content_type = {k: s3.head_object(Bucket=bucket, Key=k)["ContentType"] for k in names}
     assert content_type == {
@@ -233,6 +222,83 @@ def test_the_bucket_option_form_mounts(bucket, tmp_path, s3_server, s3):
     try:
         assert result.returncode == 0, result.stderr
         assert os.listdir(mp) == ["f"]
-        assert read_file(str(mp / "f")) == b"in the prefix"
+        assert (mp / "f").read_bytes() == b"in the prefix"
     finally:
         force_unmount(str(mp))
+
+
+# -- what every write carries --------------------------------------------------------------
+def test_enable_content_md5_sends_the_md5_of_every_upload(proxy, mounter, bucket, s3):
+    mnt = mounter(bucket, "enable_content_md5", "multipart_size=5", server=proxy_server(proxy))
+    small, big = b"checked on arrival", os.urandom(11 * MiB)  # big: three parts
+    Path(mnt.path("small")).write_bytes(small)
+    Path(mnt.path("big")).write_bytes(big)
+    mnt.unmount()
+    uploads = [
+        headers
+        for _, headers in proxy.puts
+        if "x-amz-copy-source" not in headers and int(headers.get("content-length", 0)) > 0
+    ]
+    sizes = sorted(int(h["content-length"]) for h in uploads)
+    assert sizes == [len(small), 1 * MiB, 5 * MiB, 5 * MiB]
+    digests = {base64.b64decode(h["content-md5"]) for h in uploads}
+    pieces = [small, big[: 5 * MiB], big[5 * MiB : 10 * MiB], big[10 * MiB :]]
+    assert digests == {hashlib.md5(piece).digest() for piece in pieces}
+    assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == big
+
+
+# -- extended attributes -------------------------------------------------------------------
+def test_use_xattr_keeps_user_attributes_in_s3fs_fuse_format(mounter, bucket, s3, tmp_path):
+    mnt = mounter(bucket, "use_xattr")
+    path = mnt.path("f")
+    Path(path).write_bytes(b"data")
+    os.setxattr(path, "user.colour", b"blue")
+    os.setxattr(path, "user.bin", bytes(range(256)))
+    with pytest.raises(OSError) as info:
+        os.setxattr(path, "user.colour", b"red", os.XATTR_CREATE)
+    assert info.value.errno == errno.EEXIST
+    with pytest.raises(OSError) as info:
+        os.setxattr(path, "user.shape", b"round", os.XATTR_REPLACE)
+    assert info.value.errno == errno.ENODATA
+    os.setxattr(path, "user.colour", b"red", os.XATTR_REPLACE)
+    assert sorted(os.listxattr(path)) == ["user.bin", "user.colour"]
+    assert os.getxattr(path, "user.colour") == b"red"
+    os.removexattr(path, "user.bin")
+    with pytest.raises(OSError) as info:
+        os.getxattr(path, "user.bin")
+    assert info.value.errno == errno.ENODATA
+    # as s3fs-fuse stores them: URL-encoded JSON of base64 values, in x-amz-meta-xattr
+    stored = s3.head_object(Bucket=bucket, Key="f")["Metadata"]["xattr"]
+    assert json.loads(unquote(stored)) == {"user.colour": base64.b64encode(b"red").decode()}
+    assert Path(path).read_bytes() == b"data"
+
+    # cp --preserve=xattr from a local file, and a directory's attributes
+    local = tmp_path / "local"
+    local.write_bytes(b"local")
+    os.setxattr(local, "user.from", b"disk")
+    subprocess.run(["cp", "--preserve=xattr", str(local), mnt.path("copied")], check=True)
+    os.mkdir(mnt.path("d"))
+    subprocess.run(["setfattr", "-n", "user.dir", "-v", "yes", mnt.path("d")], check=True)
+    mnt.unmount()
+    mnt = mounter(bucket, "use_xattr", mountpoint=mnt.mountpoint)
+    assert os.getxattr(mnt.path("copied"), "user.from") == b"disk"
+    shown = ["getfattr", "--only-values", "-n", "user.dir", mnt.path("d")]
+    assert subprocess.run(shown, capture_output=True, check=True).stdout == b"yes"
+    assert os.getxattr(mnt.path("f"), "user.colour") == b"red"
+
+
+def test_user_attributes_written_by_s3fs_fuse_are_read(mounter, bucket, s3):
+    table = {"user.mime_type": base64.b64encode(b"text/plain").decode()}
+    header = quote(json.dumps(table), safe="")
+    s3.put_object(Bucket=bucket, Key="f", Body=b"x", Metadata={"mode": "33188", "xattr": header})
+    mnt = mounter(bucket, "use_xattr")
+    assert os.listxattr(mnt.path("f")) == ["user.mime_type"]
+    assert os.getxattr(mnt.path("f"), "user.mime_type") == b"text/plain"
+
+
+def test_without_use_xattr_user_attributes_cannot_be_set(mnt):
+    Path(mnt.path("f")).write_bytes(b"x")
+    with pytest.raises(OSError) as info:
+        os.setxattr(mnt.path("f"), "user.colour", b"blue")
+    assert info.value.errno in (errno.ENOTSUP, errno.EOPNOTSUPP)
+    assert os.listxattr(mnt.path("f")) == []
