@@ -109,6 +109,9 @@ def client_settings(opts: MountOptions, quick: bool = False) -> ClientSettings:
         )
     except CredentialsError as exc:
         raise StartupError(str(exc)) from None
+    verify = ca_setting(opts.check_certificate)
+    if isinstance(verify, str) and not os.path.exists(verify):
+        raise StartupError(f"CA bundle {verify} not found (AWS_CA_BUNDLE or SSL_CERT_FILE)")
     return ClientSettings(
         bucket=opts.bucket,
         endpoint_url=opts.url,
@@ -124,7 +127,7 @@ def client_settings(opts: MountOptions, quick: bool = False) -> ClientSettings:
         multipart_size=opts.multipart_size,
         max_concurrency=opts.max_thread_count,
         storage_class=opts.storage_class,
-        verify=ca_setting(opts.check_certificate),
+        verify=verify,
         sse=opts.sse,
         sse_kms_key=opts.sse_kms_key,
         content_md5=opts.content_md5,

@@ -89,6 +89,14 @@ def test_a_ca_of_the_host_is_trusted_by_every_request(https, mounter, bucket, s3
     assert NO_QUICK not in log_text(mnt)
 
 
+def test_a_missing_ca_bundle_is_named(https, mounter, bucket, tmp_path):
+    proxy, _ = https
+    missing = str(tmp_path / "no-such-bundle.pem")
+    with pytest.raises(RuntimeError) as info:
+        mounter(bucket, server=proxy_server(proxy), env={**os.environ, "AWS_CA_BUNDLE": missing})
+    assert f"pys3fs: CA bundle {missing} not found" in str(info.value)
+
+
 def proxy_server(proxy) -> S3Server:
     return S3Server(url=proxy.url)
 
