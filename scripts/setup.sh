@@ -8,7 +8,8 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 missing=()
-for pkg in fuse3 libfuse2 python3-venv; do
+# attr: setfattr/getfattr; s3fs: s3fs-fuse itself, which the interop tests mount
+for pkg in fuse3 libfuse2 python3-venv attr s3fs; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 # A Python that already has venv (pyenv, python.org builds) does not need python3-venv.
