@@ -296,8 +296,7 @@ class DataCache:
             if name.endswith((".json", ".tmp")) or name in keep:
                 continue
             if not self.reuse:
-                _remove_quietly(path)
-                _remove_quietly(path + ".json")
+                _remove_cache_file(path)
                 continue
             try:
                 record = json.loads(read_record(path))
@@ -306,8 +305,7 @@ class DataCache:
                 cf.size = cf.remote_size = cf.remote_limit = record["size"]
                 cf.present = RangeSet(tuple(r) for r in record["present"])
             except (OSError, ValueError, KeyError, TypeError):
-                _remove_quietly(path)
-                _remove_quietly(path + ".json")
+                _remove_cache_file(path)
                 continue
             self._files[cf.key] = cf
             self._used += cf.present.total()
@@ -318,12 +316,12 @@ class DataCache:
         with self._lock:
             for cf in self._files.values():
                 with cf.lock:
-                    if not cf.is_dirty and self.reuse:
+                    if not cf.is_dirty and not self.reuse:
+                        self._delete(cf)  # (closes it)
+                        continue
+                    if not cf.is_dirty:
                         cf.save()
                     cf.close()
-                    if not cf.is_dirty and not self.reuse:
-                        _remove_quietly(cf.path)
-                        _remove_quietly(cf.path + ".json")
             self._files.clear()
         if not self.persistent and self.data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -476,8 +474,7 @@ class DataCache:
     def _delete(self, cf: CacheFile) -> None:
         with cf.lock:
             cf.close()
-            _remove_quietly(cf.path)
-            _remove_quietly(cf.path + ".json")
+            _remove_cache_file(cf.path)
 
     def keep_failed(self, cf: CacheFile) -> str:
         """Copy data whose upload never succeeded where the user can find it."""
@@ -574,6 +571,12 @@ def drop_record(path: str, fd: int) -> None:
 
 # setxattr's answers for "no extended attributes here" and "no room for this one"
 _NO_ROOM = (errno.ENOTSUP, errno.E2BIG, errno.ENOSPC, errno.ERANGE)
+
+
+def _remove_cache_file(path: str) -> None:
+    """A cache file and the ``.json`` record a file system without xattrs gave it."""
+    _remove_quietly(path)
+    _remove_quietly(path + ".json")
 
 
 def _remove_quietly(path: str) -> None:

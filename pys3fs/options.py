@@ -332,13 +332,14 @@ def _set_sse(opts: MountOptions, name: str, value: str | None) -> None:
     ``use_sse=kmsid`` or ``use_sse=kmsid:KEY`` (``k``, ``k:KEY``) for SSE-KMS. SSE-C
     (``custom``, ``c``) needs the key on every read and is refused."""
     kind, _, key = (value or "1").partition(":")
-    if kind.lower() in ("0", "false", "no") and not key:
+    kind = kind.lower()
+    if kind in ("0", "false", "no") and not key:
         opts.sse = opts.sse_kms_key = None
-    elif kind.lower() in ("1", "true", "yes", "aes256", "sse-s3") and not key:
+    elif kind in ("1", "true", "yes", "aes256", "sse-s3") and not key:
         opts.sse, opts.sse_kms_key = "AES256", None
-    elif kind.lower() in ("kmsid", "k"):
+    elif kind in ("kmsid", "k"):
         opts.sse, opts.sse_kms_key = "aws:kms", key or None
-    elif kind.lower() in ("custom", "c"):
+    elif kind in ("custom", "c"):
         raise OptionError("option use_sse: SSE-C (custom keys) is not supported")
     else:
         raise OptionError(f"option use_sse: expected 1, kmsid or kmsid:KEY, got {value!r}")

@@ -309,10 +309,8 @@ def make_client(settings: ClientSettings):
 def content_md5(body) -> str:
     """Content-MD5 of a seekable body (read a megabyte at a time, then rewound), so the
     server refuses bytes that changed on the way (enable_content_md5)."""
-    digest = hashlib.md5(usedforsecurity=False)
     body.seek(0)
-    while chunk := body.read(1 << 20):
-        digest.update(chunk)
+    digest = hashlib.file_digest(body, lambda: hashlib.md5(usedforsecurity=False))
     body.seek(0)
     return base64.b64encode(digest.digest()).decode()
 
@@ -564,15 +562,15 @@ class Backend:
 
     # -- writes --------------------------------------------------------------------------
     def _extra(self, metadata: dict[str, str], content_type: str) -> dict:
-        extra = {"Metadata": metadata, "ContentType": content_type}
+        return {"Metadata": metadata, "ContentType": content_type, **self._placement()}
+
+    def _placement(self) -> dict:
+        """What every write asks for, a copy keeping its metadata too: the storage class,
+        and with use_sse server-side encryption (S3 does not carry the source's over, and
+        bucket policies may refuse writes without it)."""
+        extra = {}
         if self.settings.storage_class:
             extra["StorageClass"] = self.settings.storage_class
-        return extra | self._encryption()
-
-    def _encryption(self) -> dict:
-        """use_sse: every write asks for server-side encryption (a copy too: S3 does not
-        carry the source's over, and bucket policies may refuse writes without it)."""
-        extra = {}
         if self.settings.sse:
             extra["ServerSideEncryption"] = self.settings.sse
         if self.settings.sse_kms_key:
@@ -720,14 +718,10 @@ class Backend:
         multipart copy does not carry metadata over by itself, so it is passed along.
         """
         if size < self.transfer_config.multipart_threshold:
-            extra: dict = {"MetadataDirective": "COPY"}
+            extra: dict = {"MetadataDirective": "COPY", **self._placement()}
             if metadata is not None:
                 extra = self._extra(metadata, content_type or "application/octet-stream")
                 extra["MetadataDirective"] = "REPLACE"
-            else:
-                if self.settings.storage_class:
-                    extra["StorageClass"] = self.settings.storage_class
-                extra |= self._encryption()
             params = dict(
                 Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}, **extra
             )
