@@ -127,6 +127,7 @@ def client_settings(opts: MountOptions, quick: bool = False) -> ClientSettings:
         multipart_size=opts.multipart_size,
         max_concurrency=opts.max_thread_count,
         storage_class=opts.storage_class,
+        acl=opts.acl,
         verify=verify,
         sse=opts.sse,
         sse_kms_key=opts.sse_kms_key,

@@ -144,6 +144,7 @@ class MountOptions:
     read_only: bool = False
     cache_dir: str | None = None
     storage_class: str | None = None
+    acl: str | None = None  # default_acl, a canned ACL; None for private
     stat_cache_expire: float = 60.0
     max_stat_cache_size: int = 100_000
     consistency: str = "strict"
@@ -302,11 +303,27 @@ def _set_storage_class(opts: MountOptions, name: str, value: str | None) -> None
     opts.storage_class = cls
 
 
+CANNED_ACLS = {
+    "private",
+    "public-read",
+    "public-read-write",
+    "aws-exec-read",
+    "authenticated-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+    "log-delivery-write",
+}
+
+
 def _set_acl(opts: MountOptions, name: str, value: str | None) -> None:
-    """Objects are written without an ACL header: private, s3fs-fuse's default (and the
-    only ACL a bucket with ACLs disabled, AWS's default since 2023, takes)."""
-    if _text(name, value) != "private":
-        raise OptionError(f"option default_acl: only private is supported, got {value!r}")
+    """s3fs-fuse's canned ACLs. ``private`` sends no ACL header: it is what S3 gives an
+    object without one, and a bucket with ACLs disabled (AWS's default since 2023)
+    refuses every write that names another ACL."""
+    acl = _text(name, value).lower()
+    if acl not in CANNED_ACLS:
+        known = ", ".join(sorted(CANNED_ACLS))
+        raise OptionError(f"option default_acl: unknown canned ACL {value!r} (one of {known})")
+    opts.acl = None if acl == "private" else acl
 
 
 def _set_rrs(opts: MountOptions, name: str, value: str | None) -> None:

@@ -107,6 +107,7 @@ class ClientSettings:
     multipart_size: int = 16 * 1024 * 1024
     max_concurrency: int = 8
     storage_class: str | None = None
+    acl: str | None = None  # default_acl: a canned ACL (None: private, no header)
     # CA setting of every connection (httpconn.ca_setting): True, a bundle, False
     verify: bool | str = True
     sse: str | None = None  # use_sse: "AES256" (SSE-S3) or "aws:kms"
@@ -566,11 +567,14 @@ class Backend:
 
     def _placement(self) -> dict:
         """What every write asks for, a copy keeping its metadata too: the storage class,
-        and with use_sse server-side encryption (S3 does not carry the source's over, and
-        bucket policies may refuse writes without it)."""
+        default_acl's canned ACL, and with use_sse server-side encryption (S3 carries
+        neither the source's ACL nor its encryption over, and bucket policies may refuse
+        writes without them)."""
         extra = {}
         if self.settings.storage_class:
             extra["StorageClass"] = self.settings.storage_class
+        if self.settings.acl:
+            extra["ACL"] = self.settings.acl
         if self.settings.sse:
             extra["ServerSideEncryption"] = self.settings.sse
         if self.settings.sse_kms_key:

@@ -309,9 +309,14 @@ def test_s3fs_options_that_cannot_be_honoured_are_refused_by_name(name):
     assert "unknown" not in message
 
 
-def test_default_acl_private_only():
-    assert opts("default_acl=private").covered == []
-    assert "only private" in refused("default_acl=public-read")
+def test_default_acl_takes_s3fs_fuses_canned_acls():
+    assert opts("default_acl=private").acl is None  # no header: S3's default, and the
+    # only form a bucket with ACLs disabled takes
+    assert opts("default_acl=public-read").acl == "public-read"
+    assert opts("default_acl=Bucket-Owner-Full-Control").acl == "bucket-owner-full-control"
+    assert opts().acl is None
+    message = refused("default_acl=world-readable")
+    assert "unknown canned ACL 'world-readable'" in message and "public-read" in message
     assert "needs a value" in refused("default_acl")
 
 

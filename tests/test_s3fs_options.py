@@ -138,6 +138,39 @@ def test_use_sse_encrypts_every_object_written(
             assert key_id in head.get("SSEKMSKeyId", ""), key
 
 
+# -- canned ACLs ---------------------------------------------------------------------------
+ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
+
+
+def public_reads(s3, bucket: str, key: str) -> bool:
+    grants = s3.get_object_acl(Bucket=bucket, Key=key)["Grants"]
+    return any(g["Grantee"].get("URI") == ALL_USERS and g["Permission"] == "READ" for g in grants)
+
+
+def test_default_acl_is_given_to_every_object_written(mounter, bucket, s3):
+    mnt = mounter(bucket, "default_acl=public-read", "multipart_size=5")
+    Path(mnt.path("small")).write_bytes(b"for everyone")
+    big = os.urandom(11 * MiB)  # three parts
+    Path(mnt.path("big")).write_bytes(big)
+    os.chmod(mnt.path("big"), 0o640)  # a multipart copy onto itself
+    os.mkdir(mnt.path("dir"))
+    Path(mnt.path("dir", "chmodded")).write_bytes(b"x")
+    os.chmod(mnt.path("dir", "chmodded"), 0o600)  # a copy onto itself, new metadata
+    os.rename(mnt.path("small"), mnt.path("moved"))  # a copy, then a delete
+    os.symlink("moved", mnt.path("link"))
+    assert Path(mnt.path("big")).read_bytes() == big
+    mnt.unmount()  # the directory's marker object is written by then at the latest
+    for key in ("moved", "big", "dir/", "dir/chmodded", "link"):
+        assert public_reads(s3, bucket, key), key
+
+    mnt = mounter(bucket, mountpoint=mnt.mountpoint)  # private, s3fs-fuse's default
+    Path(mnt.path("own")).write_bytes(b"mine")
+    os.rename(mnt.path("moved"), mnt.path("renamed"))  # the copy does not keep the ACL
+    mnt.unmount()
+    assert not public_reads(s3, bucket, "own")
+    assert not public_reads(s3, bucket, "renamed")
+
+
 # -- the cache directory -------------------------------------------------------------------
 def data_files(cache: str, bucket: str) -> list[str]:
     data = os.path.join(cache, bucket, "data")
