@@ -101,7 +101,28 @@ def proxy_server(proxy) -> S3Server:
     return S3Server(url=proxy.url)
 
 
-# -- server-side encryption ----------------------------------------------------------------
+# -- what every write asks for: server-side encryption, canned ACLs ------------------------
+WRITTEN = ("moved", "big", "dir/", "dir/chmodded", "link")  # the keys write_every_way leaves
+
+
+def write_every_way(mnt) -> None:
+    """Make objects by every kind of write a mount sends, then unmount: a PUT, a
+    multipart upload and a multipart copy of it, a directory marker, a CopyObject with
+    new metadata, a rename's copy, a symlink."""
+    Path(mnt.path("small")).write_bytes(b"small")
+    big = os.urandom(11 * MiB)  # three parts
+    Path(mnt.path("big")).write_bytes(big)
+    os.chmod(mnt.path("big"), 0o640)  # a multipart copy onto itself
+    os.mkdir(mnt.path("dir"))
+    Path(mnt.path("dir", "chmodded")).write_bytes(b"x")
+    os.chmod(mnt.path("dir", "chmodded"), 0o600)  # a copy onto itself, new metadata
+    os.rename(mnt.path("small"), mnt.path("moved"))  # a copy, then a delete
+    os.symlink("moved", mnt.path("link"))
+    assert Path(mnt.path("big")).read_bytes() == big
+    assert Path(mnt.path("moved")).read_bytes() == b"small"
+    mnt.unmount()  # the directory's marker object is written by then at the latest
+
+
 @pytest.fixture
 def sse_server(s3_server):
     if s3_server.kind != "moto":
@@ -120,25 +141,14 @@ def test_use_sse_encrypts_every_object_written(
     sse_server, mounter, bucket, s3, option, algorithm, key_id
 ):
     mnt = mounter(bucket, option, "multipart_size=5")
-    Path(mnt.path("small")).write_bytes(b"secret")
-    big = os.urandom(11 * MiB)  # three parts
-    Path(mnt.path("big")).write_bytes(big)
-    os.mkdir(mnt.path("dir"))
-    Path(mnt.path("dir", "chmodded")).write_bytes(b"x")
-    os.chmod(mnt.path("dir", "chmodded"), 0o600)  # a copy onto itself, new metadata
-    os.rename(mnt.path("small"), mnt.path("moved"))  # a copy, then a delete
-    os.symlink("moved", mnt.path("link"))
-    assert Path(mnt.path("big")).read_bytes() == big
-    assert Path(mnt.path("moved")).read_bytes() == b"secret"
-    mnt.unmount()  # the directory's marker object is written by then at the latest
-    for key in ("moved", "big", "dir/", "dir/chmodded", "link"):
+    write_every_way(mnt)
+    for key in WRITTEN:
         head = s3.head_object(Bucket=bucket, Key=key)
         assert head.get("ServerSideEncryption") == algorithm, key
         if key_id:
             assert key_id in head.get("SSEKMSKeyId", ""), key
 
 
-# -- canned ACLs ---------------------------------------------------------------------------
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 
 
@@ -149,18 +159,8 @@ def public_reads(s3, bucket: str, key: str) -> bool:
 
 def test_default_acl_is_given_to_every_object_written(mounter, bucket, s3):
     mnt = mounter(bucket, "default_acl=public-read", "multipart_size=5")
-    Path(mnt.path("small")).write_bytes(b"for everyone")
-    big = os.urandom(11 * MiB)  # three parts
-    Path(mnt.path("big")).write_bytes(big)
-    os.chmod(mnt.path("big"), 0o640)  # a multipart copy onto itself
-    os.mkdir(mnt.path("dir"))
-    Path(mnt.path("dir", "chmodded")).write_bytes(b"x")
-    os.chmod(mnt.path("dir", "chmodded"), 0o600)  # a copy onto itself, new metadata
-    os.rename(mnt.path("small"), mnt.path("moved"))  # a copy, then a delete
-    os.symlink("moved", mnt.path("link"))
-    assert Path(mnt.path("big")).read_bytes() == big
-    mnt.unmount()  # the directory's marker object is written by then at the latest
-    for key in ("moved", "big", "dir/", "dir/chmodded", "link"):
+    write_every_way(mnt)
+    for key in WRITTEN:
         assert public_reads(s3, bucket, key), key
 
     mnt = mounter(bucket, mountpoint=mnt.mountpoint)  # private, s3fs-fuse's default
