@@ -86,7 +86,7 @@ def entry_from_object(info: ObjectInfo, as_dir: bool = False) -> Entry:
         content_type=info.content_type,
         marker=is_dir and info.key.endswith("/"),
         symlink_target=meta.symlink_target,
-        extra=metadata.foreign(info.metadata),
+        extra=metadata.foreign(info.metadata, info.headers),
     )
 
 

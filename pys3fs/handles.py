@@ -210,7 +210,12 @@ class OpenFile:
             self.dirty = False
             self.exists_remote = True
             self.failures = 0
-            self.entry = self.entry.copy(etag=etag, content_type=ctype, size=self.cf.size)
+            self.entry = self.entry.copy(
+                etag=etag,
+                content_type=ctype,
+                size=self.cf.size,
+                extra=metadata.without_headers(self.entry.extra),  # a PUT sends none
+            )
             if self.table.journal is not None:
                 self._forget_record()
             if self.path is not None:

@@ -294,28 +294,65 @@ OWN_KEYS = frozenset({"mode", "uid", "gid", "mtime", "ctime", "atime"})
 DATA_KEYS = frozenset({"md5chksum"})  # describe the bytes: stale once they change
 
 
-def foreign(metadata: Mapping[str, str] | None) -> str | None:
-    """The user metadata pys3fs does not write itself, as JSON (None when there is
-    none): kept with the entry and written back by every metadata rewrite."""
-    if not metadata:
-        return None
-    rest = {
+# Standard headers that describe how an object is served (a website's Cache-Control,
+# a download's Content-Disposition): a copy that replaces the metadata drops them unless
+# it names them again. boto3's parameter name -> the HTTP header.
+KEPT_HEADERS = {
+    "CacheControl": "cache-control",
+    "ContentDisposition": "content-disposition",
+    "ContentEncoding": "content-encoding",
+    "ContentLanguage": "content-language",
+}
+HEADERS_KEY = " headers"  # in ``extra``: a space is in no header (nor metadata) name
+
+
+def foreign(
+    metadata: Mapping[str, str] | None, headers: Mapping[str, str] | None = None
+) -> str | None:
+    """The user metadata pys3fs does not write itself, and the object's KEPT_HEADERS
+    (boto3 names), as JSON (None when there is neither): kept with the entry and
+    written back by every metadata rewrite."""
+    rest: dict = {
         str(key).lower(): value
-        for key, value in metadata.items()
+        for key, value in (metadata or {}).items()
         if str(key).lower() not in OWN_KEYS and isinstance(value, str)
     }
+    served = {k: v for k, v in (headers or {}).items() if k in KEPT_HEADERS and v}
+    if served:
+        rest[HEADERS_KEY] = served
     return json.dumps(rest, sort_keys=True) if rest else None
+
+
+def _kept(extra: str | None) -> dict | None:
+    """``extra`` read back (an empty one as {}); None when it is unreadable."""
+    try:
+        kept = json.loads(extra or "{}")
+    except ValueError:
+        return None
+    return kept if isinstance(kept, dict) else None
+
+
+def without_headers(extra: str | None) -> str | None:
+    """``extra`` after new bytes were PUT: the new object has none of KEPT_HEADERS."""
+    kept = _kept(extra)
+    if kept is None or HEADERS_KEY not in kept:
+        return extra
+    del kept[HEADERS_KEY]
+    return json.dumps(kept, sort_keys=True) if kept else None
+
+
+def kept_headers(extra: str | None) -> dict[str, str]:
+    """The KEPT_HEADERS ``foreign`` stored in ``extra``, as boto3 parameters."""
+    served = (_kept(extra) or {}).get(HEADERS_KEY)
+    if not isinstance(served, dict):
+        return {}
+    return {k: v for k, v in served.items() if k in KEPT_HEADERS and isinstance(v, str)}
 
 
 def with_foreign(own: dict[str, str], extra: str, new_data: bool = False) -> dict[str, str]:
     """``own`` (pys3fs's keys) plus the kept ``extra`` ones; pys3fs's win."""
-    try:
-        kept = json.loads(extra)
-    except ValueError:
-        return own
-    if not isinstance(kept, dict):
-        return own
     drop = OWN_KEYS | (DATA_KEYS if new_data else frozenset())
+    kept = _kept(extra) or {}
     merged = {k: v for k, v in kept.items() if isinstance(v, str) and k not in drop}
     return merged | own
 
@@ -337,12 +374,7 @@ def xattrs_of(extra: str | None) -> dict[str, bytes]:
 
 def with_xattrs(extra: str | None, xattrs: dict[str, bytes]) -> str | None:
     """``extra`` with its ``xattr`` key rewritten (dropped when there is none left)."""
-    try:
-        kept = json.loads(extra or "{}")
-    except ValueError:
-        kept = {}
-    if not isinstance(kept, dict):
-        kept = {}
+    kept = _kept(extra) or {}
     kept.pop(XATTR_KEY, None)
     if xattrs:
         table = {k: base64.b64encode(v).decode() for k, v in sorted(xattrs.items())}

@@ -429,7 +429,8 @@ class Namespace:
         meta = encode_entry(entry, self.owner.uid, self.owner.gid)
         ctype = entry.content_type or DIR_CONTENT_TYPE
         try:
-            self.backend.copy(prefix, prefix, 0, metadata=meta, content_type=ctype)
+            served = metadata.kept_headers(entry.extra)
+            self.backend.copy(prefix, prefix, 0, metadata=meta, content_type=ctype, headers=served)
         except Exception as exc:
             if not is_not_found(exc):
                 raise
@@ -509,7 +510,10 @@ class Namespace:
             return
         key = self.keys.key(path)
         ctype = entry.content_type or "application/octet-stream"
-        etag = self.backend.copy(key, key, entry.size, metadata=meta, content_type=ctype)
+        served = metadata.kept_headers(entry.extra)
+        etag = self.backend.copy(
+            key, key, entry.size, metadata=meta, content_type=ctype, headers=served
+        )
         self.cache.put(path, entry.copy(etag=etag))
         self.files.data.retag(key, entry.etag, etag)  # same bytes, new version
         if of is not None:

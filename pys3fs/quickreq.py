@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
 from .httpconn import Connection, ConnectionDropped, HTTPError, Response
+from .metadata import KEPT_HEADERS
 from .signing import BucketSigner, signed_host
 
 log = logging.getLogger("pys3fs.quickreq")
@@ -255,6 +256,7 @@ def object_fields(headers: dict[str, str]) -> dict:
         "metadata": {k[len(META) :]: v for k, v in headers.items() if k.startswith(META)},
         "content_type": headers.get("content-type"),
         "answered": http_date(headers.get("date")),
+        "headers": {k: headers[h] for k, h in KEPT_HEADERS.items() if headers.get(h)},
     }
 
 

@@ -35,6 +35,7 @@ from fuse import FuseOSError
 
 from .credentials import Credentials
 from .headloop import HeadLoop
+from .metadata import KEPT_HEADERS
 from .quickreq import PUT_MAX, Declined, QuickRequests, http_date, object_fields
 from .stats import RequestStats
 
@@ -56,6 +57,7 @@ class ObjectInfo:
     metadata: dict[str, str] = field(default_factory=dict)
     content_type: str | None = None
     answered: datetime | None = None  # the server's Date on the answer that said this
+    headers: dict[str, str] = field(default_factory=dict)  # metadata.KEPT_HEADERS given
 
     @property
     def mtime_ns(self) -> int:
@@ -407,6 +409,7 @@ class Backend:
             metadata=dict(resp.get("Metadata") or {}),
             content_type=resp.get("ContentType"),
             answered=http_date(resp["ResponseMetadata"].get("HTTPHeaders", {}).get("date")),
+            headers={k: resp[k] for k in KEPT_HEADERS if resp.get(k)},
         )
 
     def _retry_client(self):
@@ -713,9 +716,10 @@ class Backend:
         size: int,
         metadata: dict[str, str] | None = None,
         content_type: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> str | None:
         """Server-side copy, returning the new ETag; with ``metadata`` the copy's
-        metadata is replaced.
+        metadata is replaced, ``headers`` (metadata.KEPT_HEADERS) given again.
 
         Objects below the multipart size take one CopyObject. Bigger ones go through
         s3transfer as parallel UploadPartCopy calls (CopyObject stops at 5 GiB); a
@@ -725,7 +729,7 @@ class Backend:
             extra: dict = {"MetadataDirective": "COPY", **self._placement()}
             if metadata is not None:
                 extra = self._extra(metadata, content_type or "application/octet-stream")
-                extra["MetadataDirective"] = "REPLACE"
+                extra.update(headers or {}, MetadataDirective="REPLACE")
             params = dict(
                 Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}, **extra
             )
@@ -734,12 +738,18 @@ class Backend:
             info = self.head(src)
             if info is None:
                 raise FuseOSError(errno.ENOENT)
-            metadata, content_type = info.metadata, info.content_type
+            metadata, content_type, headers = info.metadata, info.content_type, info.headers
         self.client.copy(
             {"Bucket": self.bucket, "Key": src},
             self.bucket,
             dst,
-            ExtraArgs=self._extra(metadata, content_type or "application/octet-stream"),
+            # REPLACE: recent s3transfer otherwise drops what ExtraArgs say
+            # and carries the source's metadata over: a chmod would not take
+            ExtraArgs={
+                **self._extra(metadata, content_type or "application/octet-stream"),
+                **(headers or {}),
+                "MetadataDirective": "REPLACE",
+            },
             Config=self.transfer_config,
         )
         info = self.head(dst)

@@ -469,3 +469,56 @@ def test_new_bytes_keep_other_tools_metadata_but_not_a_checksum_of_the_old(mnt, 
     meta = s3.head_object(Bucket=bucket, Key="f")["Metadata"]
     assert {k: meta.get(k) for k in OTHERS} == {**OTHERS, "md5chksum": None}
     assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"HELLO world"
+
+
+# how an object is served (a website's caching, a download's file name)
+SERVED = {
+    "CacheControl": "max-age=3600",
+    "ContentDisposition": 'attachment; filename="report.pdf"',
+    "ContentEncoding": "identity",
+    "ContentLanguage": "en",
+}
+
+
+def served(s3, bucket: str, key: str) -> dict:
+    head = s3.head_object(Bucket=bucket, Key=key)
+    return {k: head.get(k) for k in SERVED}
+
+
+def test_attribute_changes_and_renames_keep_how_objects_are_served(mounter, s3, bucket):
+    put(s3, bucket, "page.html", b"<p>hi</p>", ContentType="text/html", **SERVED)
+    big = os.urandom(11 * 1024 * 1024)  # over multipart_size: multipart copies
+    put(s3, bucket, "big.bin", big, **SERVED)
+    mnt = mounter(bucket, "multipart_size=5")
+    os.chmod(mnt.path("page.html"), 0o600)  # CopyObject replacing the metadata
+    os.utime(mnt.path("page.html"), (1_600_000_000, 1_600_000_000))
+    os.rename(mnt.path("big.bin"), mnt.path("moved.bin"))
+    os.chmod(mnt.path("moved.bin"), 0o640)
+    assert served(s3, bucket, "page.html") == SERVED
+    head = s3.head_object(Bucket=bucket, Key="page.html")
+    assert head["ContentType"] == "text/html"
+    assert int(head["Metadata"]["mode"]) == stat.S_IFREG | 0o600
+    assert served(s3, bucket, "moved.bin") == SERVED
+    assert int(s3.head_object(Bucket=bucket, Key="moved.bin")["Metadata"]["mode"]) == (
+        stat.S_IFREG | 0o640
+    )
+    with open(mnt.path("moved.bin"), "rb") as f:
+        assert f.read() == big
+
+
+def test_chmod_and_utime_of_a_big_file_reach_s3(mounter, s3, bucket, tmp_path):
+    """A file over multipart_size is rewritten with a multipart copy (UploadPartCopy),
+    which must take the new metadata: a new mount, with a new cache, shows it."""
+    mnt = mounter(bucket, "multipart_size=5", f"use_cache={tmp_path / 'first'}")
+    data = os.urandom(11 * 1024 * 1024)
+    with open(mnt.path("big"), "wb") as f:
+        f.write(data)
+    os.chmod(mnt.path("big"), 0o600)
+    os.utime(mnt.path("big"), (1_500_000_000, 1_500_000_000))
+    mnt.unmount()
+    mnt = mounter(bucket, f"use_cache={tmp_path / 'second'}", mountpoint=mnt.mountpoint)
+    st = os.stat(mnt.path("big"))
+    assert perms(st) == 0o600
+    assert st.st_mtime == 1_500_000_000
+    with open(mnt.path("big"), "rb") as f:
+        assert f.read() == data

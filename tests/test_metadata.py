@@ -661,6 +661,20 @@ def test_foreign_metadata_is_everything_pys3fs_does_not_write():
     assert metadata.foreign(None) is None
 
 
+def test_how_an_object_is_served_is_kept_beside_foreign_metadata():
+    served = {"CacheControl": "max-age=60", "ContentLanguage": "en"}
+    extra = metadata.foreign({"mode": "33188", "app-tag": "x"}, {**served, "Expires": "x"})
+    assert metadata.kept_headers(extra) == served  # Expires is not kept
+    own = {"mode": "33152"}
+    assert metadata.with_foreign(own, extra) == {**own, "app-tag": "x"}  # not as metadata
+    assert metadata.kept_headers(metadata.with_xattrs(extra, {"user.a": b"1"})) == served
+    after_put = metadata.without_headers(extra)
+    assert metadata.kept_headers(after_put) == {}
+    assert json.loads(after_put) == {"app-tag": "x"}
+    assert metadata.without_headers(metadata.foreign(None, served)) is None
+    assert metadata.kept_headers(None) == {} and metadata.kept_headers("not json") == {}
+
+
 def test_foreign_metadata_is_merged_under_pys3fs_own():
     own = {"mode": "33152", "uid": "0", "gid": "0", "mtime": "2", "ctime": "2"}
     extra = json.dumps({"mode": "1", "app-tag": "x", "md5chksum": "abc", "atime": "0"})
