@@ -419,6 +419,13 @@ class Namespace:
         self.backend.put_stream(key, io.BytesIO(b""), meta, DIR_CONTENT_TYPE, cond)
         self.cache.put(path, entry.copy(marker=True, content_type=DIR_CONTENT_TYPE))
 
+    def _copy_onto_itself(self, key: str, entry: Entry, size: int, ctype: str) -> str | None:
+        """Give ``key`` the attributes of ``entry`` with a server-side copy (the bytes
+        stay where they are), with the headers its object is served with; its new ETag."""
+        meta = encode_entry(entry, self.owner.uid, self.owner.gid)
+        served = metadata.kept_headers(entry.extra)
+        return self.backend.copy(key, key, size, metadata=meta, content_type=ctype, headers=served)
+
     def _rewrite_marker(self, path: str, entry: Entry) -> None:
         """New attributes for a directory. An existing marker is copied onto itself, so
         whatever body it has (other tools write markers with content) is kept."""
@@ -426,11 +433,9 @@ class Namespace:
             self._put_marker(path, entry)
             return
         prefix = self.keys.dir_prefix(path)
-        meta = encode_entry(entry, self.owner.uid, self.owner.gid)
         ctype = entry.content_type or DIR_CONTENT_TYPE
         try:
-            served = metadata.kept_headers(entry.extra)
-            self.backend.copy(prefix, prefix, 0, metadata=meta, content_type=ctype, headers=served)
+            self._copy_onto_itself(prefix, entry, 0, ctype)
         except Exception as exc:
             if not is_not_found(exc):
                 raise
@@ -504,16 +509,12 @@ class Namespace:
         if all(getattr(current, k) == v for k, v in changes.items() if k != "ctime_ns"):
             return  # tar and cp -p restate what is already there: no request needed
         entry = current.copy(**changes)
-        meta = encode_entry(entry, self.owner.uid, self.owner.gid)
         if entry.is_dir:
             self._rewrite_marker(path, entry)
             return
         key = self.keys.key(path)
         ctype = entry.content_type or "application/octet-stream"
-        served = metadata.kept_headers(entry.extra)
-        etag = self.backend.copy(
-            key, key, entry.size, metadata=meta, content_type=ctype, headers=served
-        )
+        etag = self._copy_onto_itself(key, entry, entry.size, ctype)
         self.cache.put(path, entry.copy(etag=etag))
         self.files.data.retag(key, entry.etag, etag)  # same bytes, new version
         if of is not None:

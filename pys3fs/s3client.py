@@ -725,33 +725,26 @@ class Backend:
         s3transfer as parallel UploadPartCopy calls (CopyObject stops at 5 GiB); a
         multipart copy does not carry metadata over by itself, so it is passed along.
         """
-        if size < self.transfer_config.multipart_threshold:
-            extra: dict = {"MetadataDirective": "COPY", **self._placement()}
-            if metadata is not None:
-                extra = self._extra(metadata, content_type or "application/octet-stream")
-                extra.update(headers or {}, MetadataDirective="REPLACE")
-            params = dict(
-                Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}, **extra
-            )
-            return self._copy_object(params)
-        if metadata is None:
-            info = self.head(src)
-            if info is None:
-                raise FuseOSError(errno.ENOENT)
-            metadata, content_type, headers = info.metadata, info.content_type, info.headers
-        self.client.copy(
-            {"Bucket": self.bucket, "Key": src},
-            self.bucket,
-            dst,
-            # REPLACE: recent s3transfer otherwise drops what ExtraArgs say
-            # and carries the source's metadata over: a chmod would not take
-            ExtraArgs={
+        small = size < self.transfer_config.multipart_threshold
+        source = {"Bucket": self.bucket, "Key": src}
+        if small and metadata is None:
+            extra = {"MetadataDirective": "COPY", **self._placement()}
+        else:
+            if metadata is None:
+                info = self.head(src)
+                if info is None:
+                    raise FuseOSError(errno.ENOENT)
+                metadata, content_type, headers = info.metadata, info.content_type, info.headers
+            extra = {
                 **self._extra(metadata, content_type or "application/octet-stream"),
                 **(headers or {}),
+                # (a multipart copy too: recent s3transfer otherwise drops what ExtraArgs
+                # say and carries the source's metadata over: a chmod would not take)
                 "MetadataDirective": "REPLACE",
-            },
-            Config=self.transfer_config,
-        )
+            }
+        if small:
+            return self._copy_object(dict(Bucket=self.bucket, Key=dst, CopySource=source, **extra))
+        self.client.copy(source, self.bucket, dst, ExtraArgs=extra, Config=self.transfer_config)
         info = self.head(dst)
         return info.etag if info else None
 
